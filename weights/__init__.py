@@ -1,0 +1,1 @@
+"""Trained weights shipped with ptolemy-leginon (installed as ``ptolemy_core.weights``)."""
