@@ -35,7 +35,7 @@ class DetectionScores:
         p, r = self.precision, self.recall
         return 2 * p * r / (p + r) if p + r else 0.0
 
-    def __add__(self, other: "DetectionScores") -> "DetectionScores":
+    def __add__(self, other: DetectionScores) -> DetectionScores:
         return DetectionScores(self.tp + other.tp, self.fp + other.fp, self.fn + other.fn)
 
 

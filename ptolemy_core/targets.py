@@ -59,7 +59,7 @@ class Target:
         """Vertices as a ``(4, 2)`` float array of ``(row, col)``."""
         return np.asarray(self.vertices, dtype=float).reshape(-1, 2)
 
-    def with_score(self, score: float) -> "Target":
+    def with_score(self, score: float) -> Target:
         return replace(self, score=float(score), features=dict(self.features))
 
 

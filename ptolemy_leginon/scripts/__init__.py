@@ -1,0 +1,1 @@
+"""Drop-in shell scripts for Leginon's external-script finders (package data)."""
