@@ -8,6 +8,7 @@ from pathlib import Path
 
 from ..atomic import write_atomic
 from ..errors import PtolemyInputError
+from ..image import Image
 
 
 def add_image_arguments(parser: argparse.ArgumentParser) -> None:
@@ -50,3 +51,21 @@ def print_notes(notes) -> None:
     """Reading remarks (NaN replaced ...) go to stderr, one line each."""
     for note in notes:
         print(f"ptolemy: note: {note}", file=sys.stderr)
+
+
+def load_image_arg(args: argparse.Namespace) -> Image:
+    """Read the image named on the command line (``PATH``, ``--frame``, ``--pixel-size``).
+
+    Reading notes (NaN pixels replaced ...) are printed on stderr; errors are
+    :class:`PtolemyInputError` for the CLI main to print as one line.
+
+    Returns
+    -------
+    Image
+    """
+    from ..io import read_image
+
+    image = read_image(args.path, frame=getattr(args, "frame", None),
+                       pixel_size_nm=getattr(args, "pixel_size", None))
+    print_notes(image.notes)
+    return image
