@@ -1,0 +1,144 @@
+"""Gaussian-process regression on the residual of a prior (scikit-learn kernels).
+
+The adaptive ranker models an outcome ``y`` (fraction of good exposures of a
+square, or 0/1 for a hole) as ``prior + f(x)`` with ``f ~ GP(0, k)``, so with
+no feedback the posterior mean *is* the prior and the ranking is the prior's.
+Hyper-parameters (amplitude, ARD length-scales, extra noise) are fitted by
+maximising scikit-learn's log marginal likelihood once enough points exist;
+before that they keep their data-set values (see :func:`residual_gp`).
+The posterior itself is computed here from the fitted kernel so that the
+returned sd is that of the latent ``f`` (scikit-learn's ``predict`` adds the
+white-noise level to it, which would inflate exploration).
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..errors import PtolemyUnavailableError
+
+
+def _sklearn_gp():
+    try:
+        from sklearn.gaussian_process import GaussianProcessRegressor
+        from sklearn.gaussian_process.kernels import RBF, ConstantKernel, WhiteKernel
+    except ImportError:  # pragma: no cover - depends on the installation
+        raise PtolemyUnavailableError(
+            "the adaptive ranker needs scikit-learn: install ptolemy-leginon[server]"
+        ) from None
+    return GaussianProcessRegressor, RBF, ConstantKernel, WhiteKernel
+
+
+@dataclass
+class ResidualGP:
+    """A fitted residual GP: call :meth:`predict` for the latent mean and sd."""
+
+    x_train: np.ndarray
+    weights: np.ndarray  # K^-1 y
+    chol: np.ndarray  # lower Cholesky factor of K + noise
+    latent_kernel: object  # scikit-learn kernel without the white-noise term
+    amplitude: float
+    length_scales: np.ndarray
+    noise: float
+    fitted: bool
+
+    def predict(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Latent posterior mean and sd at rows of ``x`` (shape (m, d))."""
+        x = np.asarray(x, dtype=np.float64)
+        if len(self.x_train) == 0:
+            return np.zeros(len(x)), np.full(len(x), np.sqrt(self.amplitude))
+        ks = self.latent_kernel(x, self.x_train)
+        mean = ks @ self.weights
+        v = _solve_lower(self.chol, ks.T)
+        var = np.clip(self.amplitude - np.einsum("ij,ij->j", v, v), 1e-12, None)
+        return mean, np.sqrt(var)
+
+
+def _solve_lower(chol: np.ndarray, b: np.ndarray) -> np.ndarray:
+    from scipy.linalg import solve_triangular
+
+    return solve_triangular(chol, b, lower=True, check_finite=False)
+
+
+def residual_gp(
+    x: np.ndarray,
+    residual: np.ndarray,
+    point_var: np.ndarray,
+    *,
+    amplitude: float,
+    length_scale: np.ndarray | float,
+    length_bounds: tuple[float, float],
+    fit: bool,
+) -> ResidualGP:
+    """Condition a zero-mean GP on residuals; optionally fit its hyper-parameters.
+
+    Parameters
+    ----------
+    x : ndarray, shape (n, d)
+        Training inputs (already scaled by the caller).
+    residual : ndarray, shape (n,)
+        Outcome minus prior.
+    point_var : ndarray, shape (n,)
+        Known sampling variance of each outcome (binomial), added to the
+        diagonal (scikit-learn's ``alpha``).
+    amplitude : float
+        Initial (and, unfitted, final) variance of the latent residual.
+    length_scale : float or ndarray
+        Initial RBF length-scale(s) (one per column: ARD).
+    length_bounds : (float, float)
+        Bounds for the fitted length-scales.
+    fit : bool
+        Maximise the log marginal likelihood (L-BFGS-B, deterministic start);
+        otherwise keep the given values.
+
+    Returns
+    -------
+    ResidualGP
+    """
+    gpr_cls, rbf, const, white = _sklearn_gp()
+    x = np.asarray(x, dtype=np.float64)
+    x = x.reshape(len(x), -1) if x.ndim != 2 else x
+    residual = np.asarray(residual, dtype=np.float64)
+    point_var = np.asarray(point_var, dtype=np.float64)
+    d = x.shape[1]
+    ls = np.broadcast_to(np.asarray(length_scale, dtype=np.float64), (d,)).copy()
+    ls = np.clip(ls, *length_bounds)
+    amplitude = float(np.clip(amplitude, 1e-4, 1.0))
+    # Outcomes live in 0..1, so the residual variance is at most 1: bounds for the fit.
+    kernel = (
+        const(amplitude, (1e-4, 1.0)) * rbf(ls if d > 1 else float(ls[0]), length_bounds)
+        + white(1e-3, (1e-6, 0.25))
+    )
+    if len(residual) == 0:
+        latent = kernel.k1
+        return ResidualGP(x, np.zeros(0), np.zeros((0, 0)), latent, amplitude, ls, 0.0, False)
+    gpr = gpr_cls(
+        kernel=kernel,
+        alpha=point_var,
+        optimizer="fmin_l_bfgs_b" if fit else None,
+        normalize_y=False,
+        n_restarts_optimizer=0,
+        random_state=0,
+        copy_X_train=True,
+    )
+    with warnings.catch_warnings():
+        # A length-scale or noise level at its bound is a legitimate answer with
+        # few points (e.g. "no extra noise"), not something to report per call.
+        warnings.simplefilter("ignore")
+        gpr.fit(x, residual)
+    fitted = gpr.kernel_
+    latent = fitted.k1
+    noise = float(fitted.k2.noise_level)
+    amp = float(latent.k1.constant_value)
+    k = latent(x) + np.diag(point_var + noise)
+    chol = np.linalg.cholesky(k + 1e-10 * np.eye(len(k)))
+    # K^-1 y via the two triangular solves (upper = chol.T).
+    from scipy.linalg import solve_triangular
+
+    z = solve_triangular(chol, residual, lower=True, check_finite=False)
+    weights = solve_triangular(chol.T, z, lower=False, check_finite=False)
+    scales = np.atleast_1d(np.asarray(latent.k2.length_scale, dtype=np.float64))
+    return ResidualGP(x, weights, chol, latent, amp, scales, noise, fit)

@@ -1,0 +1,79 @@
+"""Settings of the session-adaptive ranker (every tunable number lives here)."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+from typing import Any
+
+from ..errors import PtolemyInputError
+from ..synth.physics import LAMBDA_NM
+
+
+@dataclass(frozen=True)
+class AdaptiveSettings:
+    """Parameters of :class:`ptolemy_core.adaptive.SessionRanker`.
+
+    Attributes
+    ----------
+    ctf_good_A : float
+        An exposure is *good* when its CTF resolution is better (smaller) than
+        this, in Å (the reference server's ``lm_ctf_good_hole_cutoff``, 5 Å).
+    ucb_beta : float
+        Exploration weight of the upper-confidence-bound rule: a target's
+        ranking score is ``posterior mean + ucb_beta * posterior sd`` (0 = pure
+        exploitation). Chosen on the training seeds of the simulated sessions
+        (``ptolemy simulate-session --tune``), see ``benchmarks/README.md``.
+    hole_ucb_beta : float
+        The same weight for holes (holes are cheap to re-rank; exploring
+        within a square costs exposures, so it is smaller).
+    min_fit_points : int
+        Below this many training points the GP hyper-parameters are not fitted
+        (too few to identify them); the documented data-set values are used.
+    lambda_nm : float
+        Effective inelastic mean free path of ice assumed before any ice
+        feedback (Beer–Lambert, :data:`ptolemy_core.synth.physics.LAMBDA_NM`).
+    lambda_bounds_nm : tuple of float
+        Plausible range of the session's fitted mean free path (200–300 kV,
+        with/without energy filter or objective aperture).
+    min_calibration_points : int
+        Ice feedback pairs needed before both λ and the I0 factor are fitted
+        (with fewer, only the I0 factor is fitted at the default λ).
+    max_train_points : int
+        The hole GP is conditioned on at most this many most recent exposures
+        (exact GP cost grows as n³; ~20 ms at 400 points).
+    """
+
+    ctf_good_A: float = 5.0
+    ucb_beta: float = 1.0
+    hole_ucb_beta: float = 0.5
+    min_fit_points: int = 5
+    lambda_nm: float = LAMBDA_NM["ice"]
+    lambda_bounds_nm: tuple[float, float] = (150.0, 800.0)
+    min_calibration_points: int = 6
+    max_train_points: int = 400
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> AdaptiveSettings:
+        """Build from a (partial) mapping; unknown keys are an input error."""
+        if not isinstance(values, dict):
+            raise PtolemyInputError("adaptive settings must be a JSON object")
+        known = {f.name: f for f in fields(cls)}
+        unknown = sorted(set(values) - set(known))
+        if unknown:
+            raise PtolemyInputError(f"unknown adaptive setting(s): {', '.join(unknown)}")
+        clean: dict[str, Any] = {}
+        for key, value in values.items():
+            default = getattr(cls(), key)
+            try:
+                if isinstance(default, tuple):
+                    clean[key] = tuple(float(v) for v in value)
+                elif isinstance(default, int):
+                    clean[key] = int(value)
+                else:
+                    clean[key] = float(value)
+            except (TypeError, ValueError):
+                raise PtolemyInputError(f"adaptive setting {key}: {value!r} is not a number") from None
+        return cls(**clean)
