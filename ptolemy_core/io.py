@@ -345,22 +345,30 @@ def _read_pillow(name: str, kind: str, frame: int | None, *, single_frame: bool 
     from PIL import Image as PILImage
 
     try:
-        with PILImage.open(name) as im:
-            # JPEG "frames" (MPO) are previews of the same picture, not data.
-            n = 1 if single_frame else int(getattr(im, "n_frames", 1))
-            k = _pick_frame(name, n, frame)
-            if k:
-                im.seek(k)
-            im.load()
-            mode = im.mode
-            if mode in ("1", "L", "I", "F") or mode.startswith("I;16"):
-                return np.asarray(im)
-            if mode in ("LA", "La"):
-                return np.asarray(im)[..., 0]
-            if mode not in ("RGB", "RGBA"):
-                im = im.convert("RGB")  # palette, CMYK, YCbCr, ...
-            return _luma(np.asarray(im))
+        # Pillow warns (on stderr) about images over ~89 Mpx; the CLI's stderr
+        # is reserved for one-line messages, and the size is the user's choice.
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", PILImage.DecompressionBombWarning)
+            with PILImage.open(name) as im:
+                # JPEG "frames" (MPO) are previews of the same picture, not data.
+                n = 1 if single_frame else int(getattr(im, "n_frames", 1))
+                k = _pick_frame(name, n, frame)
+                if k:
+                    im.seek(k)
+                im.load()
+                mode = im.mode
+                if mode in ("1", "L", "I", "F") or mode.startswith("I;16"):
+                    return np.asarray(im)
+                if mode in ("LA", "La"):
+                    return np.asarray(im)[..., 0]
+                if mode not in ("RGB", "RGBA"):
+                    im = im.convert("RGB")  # palette, CMYK, YCbCr, ...
+                return _luma(np.asarray(im))
     except (PtolemyInputError, MemoryError):
         raise
-    except _PARSE_ERRORS as exc:  # includes Pillow's DecompressionBombError
+    except PILImage.DecompressionBombError:
+        raise PtolemyInputError(
+            f"{name}: {kind} image too large for Pillow's safety limit of "
+            f"{2 * PILImage.MAX_IMAGE_PIXELS} pixels; convert it to MRC or TIFF") from None
+    except _PARSE_ERRORS as exc:
         raise _corrupt(name, kind, exc) from None

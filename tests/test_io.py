@@ -395,3 +395,15 @@ def test_truncated_png_jpeg_tiff(tmp_path, kind):
     # The detail in brackets is the decoder's own words (they vary between versions).
     assert message.startswith(f"{path}: truncated or corrupt {kind} file (") and message.endswith(")")
     assert "\n" not in message
+
+
+def test_png_over_pillow_limit_is_a_clear_error(tmp_path, monkeypatch):
+    path = tmp_path / "big.png"
+    PILImage.fromarray(np.zeros((30, 30), np.uint8)).save(path)
+    monkeypatch.setattr(PILImage, "MAX_IMAGE_PIXELS", 100)  # 900 px > 2 x limit
+    expect_error(path, f"{path}: PNG image too large for Pillow's safety limit of 200 pixels; "
+                 "convert it to MRC or TIFF")
+    monkeypatch.setattr(PILImage, "MAX_IMAGE_PIXELS", 600)  # between limit and 2 x limit: a warning only
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert read_image(path).shape == (30, 30)
