@@ -10,7 +10,7 @@ import os
 import re
 from typing import Any
 
-from ..errors import PtolemyInputError
+from ..errors import PtolemyInputError, PtolemyUnavailableError
 from ..image import Image
 from ..targets import Target
 
@@ -103,15 +103,22 @@ def run_finder(image: Image, kind: str, **options: Any):
     -------
     SquareResult or HoleResult
         The finder's result (``.targets`` ranked, ``.notes``).
+
+    Raises
+    ------
+    PtolemyUnavailableError
+        The finder's sub-package cannot be imported.
     """
     check_kind(kind)
     opts = {k: v for k, v in options.items() if v is not None}
-    if kind == "lowmag":
-        from ..squares import find_squares
+    try:
+        if kind == "lowmag":
+            from ..squares import find_squares as finder
 
-        opts.pop("i0", None)
-        opts.pop("method", None)
-        return find_squares(image, **opts)
-    from ..holes import find_holes
-
-    return find_holes(image, **opts)
+            opts.pop("i0", None)
+            opts.pop("method", None)
+        else:
+            from ..holes import find_holes as finder
+    except ImportError as exc:  # a partial install / development tree
+        raise PtolemyUnavailableError(f"the {kind} finder is not available: {exc}") from None
+    return finder(image, **opts)
