@@ -28,6 +28,7 @@ import io
 import json
 import math
 import os
+import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -245,7 +246,7 @@ def process_image(path: str, output: str, kind: str, options: dict[str, Any] | N
                            error=_one_line(exc), kind=used_kind, output=output)
 
 
-def init_worker(kind: str, single_thread: bool = True) -> None:
+def init_worker(kind: str, single_thread: bool = True, options: dict[str, Any] | None = None) -> None:
     """Pool/Dask worker start-up: import the finder and load its models once.
 
     Parameters
@@ -253,32 +254,42 @@ def init_worker(kind: str, single_thread: bool = True) -> None:
     kind : str
         ``lowmag``, ``medmag`` or ``auto`` (both).
     single_thread : bool
-        Limit torch to one thread (one worker per core already fills the machine).
+        One thread per worker for torch/OpenMP (one worker per core already fills
+        the machine; more threads would only compete).
+    options : dict, optional
+        The per-image options; with a plug-in ``finder`` only that module is imported.
     """
+    if single_thread:
+        # Read by torch / OpenMP when they initialise in this process.
+        for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+            os.environ[var] = "1"
+        if "torch" in sys.modules:
+            sys.modules["torch"].set_num_threads(1)
+    finder = (options or {}).get("finder")
+    if finder:
+        import importlib
+
+        try:
+            importlib.import_module(str(finder).partition(":")[0])
+        except ImportError:
+            pass  # reported per image by process_image
+        return
     kinds = KINDS if kind == "auto" else (kind,)
     try:
         if "lowmag" in kinds:
             from .. import squares  # noqa: F401
         if "medmag" in kinds:
             from .. import holes  # noqa: F401
+        from ..models import registry
     except ImportError:
         return  # reported per image by process_image
-    try:
-        if single_thread:
-            import torch
-
-            torch.set_num_threads(1)
-        from ..models import registry
-
-        names = ["square_cnn"] if "lowmag" in kinds else []
-        names += ["hole_cnn", "unet"] if "medmag" in kinds else []
-        for name in names:
-            try:
-                registry.load_model(name)  # cached in this process for every later image
-            except Exception:  # noqa: BLE001 - a broken model shows up per image, with its message
-                pass
-    except ImportError:
-        pass
+    names = ["square_cnn"] if "lowmag" in kinds else []
+    names += ["hole_cnn", "unet"] if "medmag" in kinds else []
+    for name in names:
+        try:
+            registry.load_model(name)  # cached in this process for every later image
+        except Exception:  # noqa: BLE001 - a broken model shows up per image, with its message
+            pass
 
 
 # --------------------------------------------------------------------------- summary
@@ -413,7 +424,7 @@ def run_batch(
         elif scheduler is not None:
             _run_dask(scheduler, todo, paths, outputs, kind, options, finish)
         elif (jobs or os.cpu_count() or 1) == 1 or len(todo) == 1:
-            init_worker(kind, single_thread=False)
+            init_worker(kind, single_thread=False, options=options)
             for i in todo:
                 finish(i, process_image(str(paths[i]), str(outputs[i]), kind, options))
         else:
@@ -433,7 +444,7 @@ def _run_pool(workers, todo, paths, outputs, kind, options, finish) -> None:
     # spawn: no fork of a parent that may hold torch/OpenMP threads.
     ctx = multiprocessing.get_context("spawn")
     with ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=init_worker,
-                             initargs=(kind, True)) as pool:
+                             initargs=(kind, True, options)) as pool:
         futures = {pool.submit(process_image, str(paths[i]), str(outputs[i]), kind, options): i for i in todo}
         try:
             for fut in as_completed(futures):
@@ -469,7 +480,7 @@ def _run_dask(scheduler, todo, paths, outputs, kind, options, finish) -> None:
         client = scheduler
     try:
         # Load the finder and models once in every worker process (cached there).
-        client.run(init_worker, kind, False)
+        client.run(init_worker, kind, False, options)
         futures = client.map(process_image, [str(paths[i]) for i in todo], [str(outputs[i]) for i in todo],
                              kind=kind, options=options, pure=False)
         index = {f.key: i for f, i in zip(futures, todo, strict=True)}

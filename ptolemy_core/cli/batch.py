@@ -39,6 +39,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--scorer", default=None, help="scorer passed to the finder (default: auto)")
     parser.add_argument("--i0", type=float, default=None, help="vacuum intensity for ice thickness (holes)")
     parser.add_argument("--method", default=None, help="hole-finder method (lattice, unet)")
+    parser.add_argument("--finder", default=None, metavar="MODULE:FUNC",
+                        help="plug-in finder instead of the built-in one: FUNC(image, kind, **options) "
+                             "returning an object with .targets (must be importable by the workers)")
     parser.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
 
 
@@ -79,10 +82,13 @@ class ProgressBar:
 
 def run(args: argparse.Namespace) -> int:
     from ..batch import collect_inputs, run_batch
+    from ..errors import PtolemyInputError
 
+    if args.jobs is not None and args.jobs < 1:
+        raise PtolemyInputError(f"--jobs must be at least 1, got {args.jobs}")
     inputs = collect_inputs(args.inputs)
     options = {"frame": args.frame, "pixel_size_nm": args.pixel_size, "scorer": args.scorer,
-               "i0": args.i0, "method": args.method}
+               "i0": args.i0, "method": args.method, "finder": args.finder}
     options = {k: v for k, v in options.items() if v is not None}
     where = f"Dask scheduler {args.scheduler}" if args.scheduler else f"{args.jobs or 'all'} local worker(s)"
     print(f"ptolemy batch: {len(inputs)} image(s), kind {args.kind}, on {where} -> {args.out}",
