@@ -1,0 +1,350 @@
+"""`ptolemy serve`: real HTTP on loopback against the reference API's formats.
+
+The finders are replaced by small deterministic fakes (pytest-mock) so these
+tests check the server, not the finders; ``test_server_with_real_finders``
+runs the real ones when they are installed.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import socket
+import threading
+import time
+from types import SimpleNamespace
+
+import httpx
+import numpy as np
+import pytest
+
+from ptolemy_core.errors import PtolemyInputError
+from ptolemy_core.server import client
+from ptolemy_core.server import state as state_mod
+from ptolemy_core.server.app import create_app
+from ptolemy_core.server.tables import HOLE_COLUMNS, SQUARE_COLUMNS
+from ptolemy_core.targets import Target
+
+uvicorn = pytest.importorskip("uvicorn")
+
+
+# ------------------------------------------------------------------ fakes
+def fake_find_squares(image):
+    """Three squares per tile at fixed spots; score and brightness from the pixels there."""
+    targets = []
+    for k, (r, c) in enumerate([(20.0, 30.0), (40.0, 12.0), (50.0, 50.0)]):
+        b = float(image[int(r), int(c)])
+        verts = ((r - 5, c - 5), (r - 5, c + 5), (r + 5, c + 5), (r + 5, c - 5))
+        targets.append(Target("square", (r, c), verts, 100.0 + k, score=0.9 - 0.2 * k, brightness=b,
+                              features={"segment_area": 90.0, "std": 1.0 + k, "visible_fraction": 1.0,
+                                        "touches_edge": False, "ice_thickness_nm": None,
+                                        "relative_thickness": 0.1 * k}))
+    return SimpleNamespace(targets=targets, i0=None, notes=())
+
+
+def fake_find_holes(image, i0=None):
+    """Four holes; intensity from the image, score decreasing."""
+    targets = []
+    for k in range(4):
+        r, c = 10.0 + 10 * k, 20.0 + 5 * k
+        m = float(image[int(r), int(c)])
+        verts = ((r - 4, c - 4), (r - 4, c + 4), (r + 4, c + 4), (r + 4, c - 4))
+        targets.append(Target("hole", (r, c), verts, 64.0, score=0.8 - 0.1 * k, brightness=m,
+                              features={"radius": 4.0, "ellipse": {"a": 4, "b": 4, "angle_deg": 0},
+                                        "mean": m, "std": 2.0, "ice_thickness_nm": 50.0 + k,
+                                        "cut": False, "lattice_index": [k, 0]}))
+    return SimpleNamespace(targets=targets, i0=1000.0 if i0 is None else i0, notes=())
+
+
+# ------------------------------------------------------------------ server
+class Running:
+    def __init__(self, state_dir, max_body_mb=512.0):
+        self.app = create_app(state_dir, max_body_mb=max_body_mb)
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(("127.0.0.1", 0))
+        self.port = sock.getsockname()[1]
+        self.url = f"http://127.0.0.1:{self.port}"
+        config = uvicorn.Config(self.app, log_level="error", lifespan="off")
+        self.server = uvicorn.Server(config)
+        self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [sock]}, daemon=True)
+        self.thread.start()
+        deadline = time.monotonic() + 10
+        while not self.server.started and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert self.server.started
+        self.http = httpx.Client(base_url=self.url, timeout=30, trust_env=False)
+
+    def post(self, path, payload=None, raw: bytes | None = None):
+        # Leginon sends JSON text with no Content-Type header.
+        body = raw if raw is not None else json.dumps(payload).encode()
+        return self.http.post(path, content=body)
+
+    def get(self, path):
+        return self.http.get(path)
+
+    def stop(self):
+        self.http.close()
+        self.server.should_exit = True
+        self.thread.join(10)
+        self.app.state.ptolemy.store.close()
+
+
+@pytest.fixture
+def fakes(mocker):
+    mocker.patch.object(state_mod, "run_find_squares", side_effect=fake_find_squares)
+    mocker.patch.object(state_mod, "run_find_holes", side_effect=fake_find_holes)
+
+
+@pytest.fixture
+def srv(tmp_path, fakes):
+    s = Running(tmp_path / "state")
+    yield s
+    s.stop()
+
+
+def tile(value=500.0, shape=(64, 64)):
+    img = np.full(shape, value, dtype=np.float32)
+    img[40, 12] = value / 2  # second square darker
+    return img.tolist()
+
+
+def parse_csv(text):
+    rows = list(csv.reader(io.StringIO(text)))
+    return rows[0], rows[1:]
+
+
+def push_tile(s, grid_id, tile_id, value=500.0):
+    r = s.post("/push_lm", {"image": tile(value), "grid_id": grid_id, "tile_id": tile_id})
+    assert r.status_code == 200, r.text
+    assert r.json() is None
+
+
+def push_mm(s, square_id, mm_img_id, grid_id=1, value=400.0):
+    img = np.full((64, 80), value, np.float32)
+    r = s.post("/push_and_evaluate_mm", {"image": img.tolist(), "grid_id": grid_id,
+                                         "square_id": square_id, "mm_img_id": mm_img_id, "tile_id": 9})
+    assert r.status_code == 200, r.text
+    return parse_csv(r.json())
+
+
+# ------------------------------------------------------------------ tests
+def test_health_and_session_initialisation(srv):
+    r = srv.get("/")
+    assert r.status_code == 200 and r.json()["service"] == "ptolemy-leginon"
+    r = srv.post("/initialize_new_session", {"historical_state_paths": []})
+    assert r.status_code == 200 and r.json() is None
+
+
+def test_square_csv_format_and_ids(srv):
+    srv.post("/initialize_new_session", {"historical_state_paths": []})
+    push_tile(srv, grid_id=7, tile_id=11)
+    push_tile(srv, grid_id=7, tile_id=12)
+    text = srv.get("/current_lm_state").json()
+    assert isinstance(text, str) and text.endswith("\n") and "\r" not in text
+    header, rows = parse_csv(text)
+    assert header == list(SQUARE_COLUMNS)
+    assert [int(r[0]) for r in rows] == list(range(6))
+    assert [r[1] for r in rows] == ["11"] * 3 + ["12"] * 3
+    assert {r[2] for r in rows} == {"7"}
+    first = dict(zip(header, rows[0], strict=True))
+    assert (first["center_x"], first["center_y"]) == ("30", "20")  # x = column, y = row
+    assert first["visited"] == "False"
+    assert float(first["vert_1_x"]) == 25.0 and float(first["vert_1_y"]) == 15.0
+    assert float(first["prior_score"]) == pytest.approx(0.9)
+    assert float(first["brightness"]) == 500.0 and float(first["area"]) == 100.0
+    # A new session restarts the ids at 0.
+    srv.post("/initialize_new_session", {"historical_state_paths": []})
+    assert parse_csv(srv.get("/current_lm_state").json())[1] == []
+    push_tile(srv, grid_id=8, tile_id=1)
+    assert [int(r[0]) for r in parse_csv(srv.get("/current_lm_state").json())[1]] == [0, 1, 2]
+
+
+def test_hole_csv_visit_and_select_next_square(srv):
+    push_tile(srv, grid_id=1, tile_id=1)
+    push_tile(srv, grid_id=2, tile_id=2)
+    assert srv.post("/set_noice_hole_intensity", {"value": 1000.0}).json() is None
+    header, rows = push_mm(srv, square_id=0, mm_img_id=33)
+    assert header == list(HOLE_COLUMNS)
+    assert sorted(int(r[0]) for r in rows) == [0, 1, 2, 3]
+    rec = [dict(zip(header, r, strict=True)) for r in rows]
+    assert all(r["visited"] == "False" and r["ctf"] == "" and r["ice_thickness"] == "" for r in rec)
+    assert all(r["mm_img_id"] == "33" and r["square_id"] == "0" and r["grid_id"] == "1" for r in rec)
+    scores = [float(r["prior_score"]) for r in rec]
+    assert scores == sorted(scores, reverse=True)  # best first: Leginon acquires in row order
+    # Before feedback: GP_probs keeps the prior's order, all unvisited squares are listed.
+    header, rows = parse_csv(srv.post("/select_next_square", {"value": -1}).json())
+    assert header == list(SQUARE_COLUMNS) + ["GP_probs"]
+    assert len(rows) == 6 and all(r[-1] != "" for r in rows)
+    # One exposure: the hole and its square become visited.
+    r = srv.post("/visit_holes", {"hole_ids": [2], "ctfs": [3.5], "ice_thicknesses": [42.0]})
+    assert r.status_code == 200 and r.json() is None
+    header, rows = parse_csv(srv.get("/current_mm_state").json())
+    visited = [dict(zip(header, r, strict=True)) for r in rows if r[0] == "2"][0]
+    assert visited["visited"] == "True" and float(visited["ctf"]) == 3.5
+    assert float(visited["ice_thickness"]) == 42.0
+    lm = parse_csv(srv.get("/current_lm_state").json())[1]
+    assert [r[6] for r in lm] == ["True"] + ["False"] * 5
+    header, rows = parse_csv(srv.post("/select_next_square", {"value": -1}).json())
+    assert [int(r[0]) for r in rows] == [1, 2, 3, 4, 5]
+    # Grid filter; ids and centres agree with current_lm_state.
+    header, rows = parse_csv(srv.post("/select_next_square", {"value": 2}).json())
+    assert [int(r[0]) for r in rows] == [3, 4, 5]
+    assert [r[:5] for r in rows] == [r[:5] for r in lm[3:]]
+    # Active holes: the visited one is gone.
+    header, rows = parse_csv(srv.get("/rerun_mm_on_active_holes").json())
+    assert sorted(int(r[0]) for r in rows) == [0, 1, 3]
+    header, rows = parse_csv(srv.post("/rerun_mm_on_arbitrary_holes", {"ints": [3, 0]}).json())
+    assert [int(r[0]) for r in rows] == [3, 0]
+    feats = srv.get("/current_lm_features").json()
+    assert feats["ids"] == list(range(6)) and len(feats["features"][0]) == len(feats["columns"])
+    feats = srv.get("/current_mm_features").json()
+    assert feats["ids"] == [0, 1, 2, 3]
+
+
+def test_restart_continues_session_from_sqlite(tmp_path, fakes):
+    s = Running(tmp_path / "st")
+    push_tile(s, 1, 1)
+    push_mm(s, square_id=1, mm_img_id=5)
+    s.post("/visit_holes", {"hole_ids": [0, 1], "ctfs": [4.0, 9.0], "ice_thicknesses": [30.0, 120.0]})
+    lm_before = s.get("/current_lm_state").json()
+    mm_before = s.get("/current_mm_state").json()
+    s.stop()
+    s2 = Running(tmp_path / "st")
+    try:
+        assert s2.get("/current_lm_state").json() == lm_before
+        assert s2.get("/current_mm_state").json() == mm_before
+        push_tile(s2, 1, 2)  # ids continue after a restart
+        assert [int(r[0]) for r in parse_csv(s2.get("/current_lm_state").json())[1]] == list(range(6))
+        header, rows = push_mm(s2, square_id=2, mm_img_id=6)
+        assert sorted(int(r[0]) for r in rows) == [4, 5, 6, 7]
+    finally:
+        s2.stop()
+
+
+def test_bad_requests_get_one_line_4xx_and_server_lives(srv):
+    cases = [
+        ("/push_lm", b"not json", 400, "not JSON"),
+        ("/push_lm", b"[1, 2]", 400, "JSON object"),
+        ("/push_lm", json.dumps({"grid_id": 1, "tile_id": 1}).encode(), 400, "missing field 'image'"),
+        ("/push_lm", json.dumps({"image": [[1, 2], [3]], "grid_id": 1, "tile_id": 1}).encode(), 400,
+         "rows of equal length"),
+        ("/push_lm", json.dumps({"image": [[1] * 40] * 40, "grid_id": "a", "tile_id": 1}).encode(), 400,
+         "'grid_id' must be an integer"),
+        ("/push_and_evaluate_mm", json.dumps({"image": [[1.0] * 4] * 4, "grid_id": 1, "square_id": 1,
+                                              "mm_img_id": 1}).encode(), 400, "too small"),
+        ("/visit_holes", json.dumps({"hole_ids": [99], "ctfs": [3.0],
+                                     "ice_thicknesses": [50.0]}).encode(), 404, "unknown hole id"),
+        ("/visit_holes", json.dumps({"hole_ids": [0, 1], "ctfs": [3.0],
+                                     "ice_thicknesses": [50.0]}).encode(), 400, "differ in length"),
+        ("/select_next_square", json.dumps({"value": -1}).encode(), 409, "no squares"),
+        ("/set_noice_hole_intensity", b"{}", 400, "missing field 'value'"),
+    ]
+    for path, body, status, text in cases:
+        r = srv.post(path, raw=body)
+        assert r.status_code == status, (path, r.text)
+        detail = r.json()["detail"]
+        assert text in detail and "\n" not in detail
+    assert srv.get("/").status_code == 200
+
+
+def test_body_size_limit(tmp_path, fakes):
+    s = Running(tmp_path / "st", max_body_mb=0.01)
+    try:
+        r = s.post("/push_lm", {"image": tile(), "grid_id": 1, "tile_id": 1})
+        assert r.status_code == 413
+        assert "larger than 0.01 MB" in r.json()["detail"]
+        # A chunked body (no Content-Length) is cut off while streaming.
+        chunks = (b" " * 4096 for _ in range(10))
+        r = s.http.post("/push_lm", content=chunks)
+        assert r.status_code == 413
+        assert s.get("/").status_code == 200
+    finally:
+        s.stop()
+
+
+def test_state_paths_confined_and_save_load_roundtrip(srv, tmp_path):
+    push_tile(srv, 3, 4)
+    push_mm(srv, square_id=0, mm_img_id=2, grid_id=3)
+    srv.post("/visit_holes", {"hole_ids": [1], "ctfs": [4.5], "ice_thicknesses": [60.0]})
+    for bad in ("../escape", str(tmp_path / "elsewhere"), "/etc", "a/../../b"):
+        r = srv.post("/save_state", {"path": bad})
+        assert r.status_code == 403, bad
+        assert "outside the server's state directory" in r.json()["detail"]
+    assert not (tmp_path / "escape").exists() and not (tmp_path / "elsewhere").exists()
+    assert srv.post("/save_state", {"path": "saved/one"}).status_code == 200
+    folder = tmp_path / "state" / "saved" / "one"
+    assert sorted(p.name for p in folder.iterdir()) == ["lm_feats.npy", "lmstate.csv", "mm_feats.npy",
+                                                        "mmstate.csv"]
+    assert np.load(folder / "lm_feats.npy").shape == (3, 4)
+    assert np.load(folder / "mm_feats.npy").shape == (4, 4)
+    header, rows = parse_csv((folder / "lmstate.csv").read_text())
+    assert header == list(SQUARE_COLUMNS) and len(rows) == 3
+    header, rows = parse_csv((folder / "mmstate.csv").read_text())
+    assert header == list(HOLE_COLUMNS) and [r[9] for r in rows] == ["", "4.5", "", ""]
+    lm = srv.get("/current_lm_state").json()
+    # New session from the saved state: same squares, same ids.
+    r = srv.post("/initialize_new_session", {"historical_state_paths": [], "new_state_path": "saved/one"})
+    assert r.status_code == 200, r.text
+    assert srv.get("/current_lm_state").json() == lm
+    r = srv.post("/overwrite_current_state", {"path": "../../x"})
+    assert r.status_code == 403
+    assert srv.post("/load_historical_state", {"path": "saved/one"}).status_code == 200
+    assert srv.post("/append_current_state", {"path": "saved/one"}).status_code == 200
+    assert [int(r[0]) for r in parse_csv(srv.get("/current_lm_state").json())[1]] == list(range(6))
+    assert srv.post("/load_historical_state", {"path": "nothing-here"}).status_code == 400
+    assert srv.get("/clear_historical_state").status_code == 200
+    assert srv.get("/clear_current_state").status_code == 200
+    assert parse_csv(srv.get("/current_lm_state").json())[1] == []
+
+
+def test_concurrent_pushes_are_serialised(srv):
+    errors = []
+
+    def push(k):
+        try:
+            push_tile(srv, grid_id=1, tile_id=100 + k)
+        except AssertionError as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=push, args=(k,)) for k in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+    rows = parse_csv(srv.get("/current_lm_state").json())[1]
+    assert [int(r[0]) for r in rows] == list(range(24))
+    by_tile = {}
+    for r in rows:
+        by_tile.setdefault(r[1], []).append(int(r[0]))
+    assert len(by_tile) == 8
+    # Each tile's squares got consecutive ids (one push = one locked update).
+    assert all(ids == list(range(ids[0], ids[0] + 3)) for ids in by_tile.values())
+
+
+def test_worker_endpoint_and_client(srv, tmp_path, mocker):
+    from PIL import Image as PILImage
+
+    path = tmp_path / "tile with space.png"
+    PILImage.fromarray(np.full((64, 64), 120, np.uint8)).save(path)
+    mocker.patch("ptolemy_core.squares.find_squares", create=True,
+                 side_effect=lambda img, **kw: fake_find_squares(img.data))
+    line = client.find_via_worker("lowmag", path, url=srv.url)
+    records = json.loads(line)
+    assert len(records) == 3 and records[0]["center"] == [30.0, 20.0]
+    assert "\n" not in line
+    with pytest.raises(PtolemyInputError, match="'kind' must be 'lowmag' or 'medmag'"):
+        client.find_via_worker("atlas", path, url=srv.url)
+    with pytest.raises(PtolemyInputError):
+        client.find_via_worker("lowmag", tmp_path / "missing.mrc", url=srv.url)
+    # Nothing listening -> None (the scripts then run in-process).
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        free = sock.getsockname()[1]
+    assert client.find_via_worker("lowmag", path, url=f"http://127.0.0.1:{free}", timeout=2) is None
+    assert client.health(srv.url)["service"] == "ptolemy-leginon"
+    assert client.health(f"http://127.0.0.1:{free}") is None
+    # Only loopback workers are ever started.
+    assert client.start_worker_background("http://192.0.2.1:8000") is False
