@@ -12,10 +12,11 @@ Design choices
   signature is tried as MRC; it is accepted when its header carries the
   ``MAP`` id of MRC2000/MRC2014, or (older files) when mode, sizes and file
   length agree exactly. Anything else is "not a recognised image".
-- MRC parsing is :mod:`mrcfile` (permissive mode: it turns problems into
-  warnings, and this module then checks what matters itself so that the
-  message names the real problem). Data are memory-mapped so that only the
-  chosen frame is read and the float32 copy is the only full-size copy.
+- MRC headers are parsed by :mod:`mrcfile` (permissive mode: it turns problems
+  into warnings, and this module then checks what matters itself so that the
+  message names the real problem). The chosen frame's data block is then read
+  in chunks straight into the float32 result, which is the only full-size
+  array (peak ~300 MB for an 8192^2 int16 file; see benchmarks/bench_memory.py).
 - TIFF is :mod:`tifffile`; PNG, JPEG and TIFF compressions tifffile cannot
   decode without ``imagecodecs`` (LZW, PackBits, JPEG) go through Pillow.
 - Colour images become grey by ITU-R 601 luma (0.299 R + 0.587 G + 0.114 B);
@@ -236,26 +237,40 @@ def _read_mrc(name: str, size: int, head: bytes, frame: int | None, notes: list[
         raise PtolemyInputError(
             f"{name}: corrupt MRC header: it describes {described} but {available} bytes of data follow")
 
-    unsigned_bytes = mode == 0 and _imod_unsigned_bytes(head)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        try:
-            # Memory map: only the chosen frame's pages are touched, and the
-            # float32 conversion below is the only full-size copy.
-            with mrcfile.mmap(name, mode="r", permissive=True) as mrc:
-                if mrc.data is None:
-                    raise PtolemyInputError(f"{name}: corrupt MRC file (mrcfile cannot map its data)")
-                stack = mrc.data.reshape(-1, ny, nx)  # stacks, volumes, volume stacks
-                k = _pick_frame(name, stack.shape[0], frame)
-                data = stack[k].view(np.uint8) if unsigned_bytes else stack[k]
-                # copy=True: float32 little-endian data would otherwise stay a
-                # view of the map, which closes with the file.
-                out = np.array(data, dtype=np.float32, copy=True)
-        except (PtolemyInputError, MemoryError):
-            raise
-        except _PARSE_ERRORS as exc:
-            raise _corrupt(name, "MRC", exc) from None
+    dtype = mrcfile.utils.data_dtype_from_header(header)  # with the file's byte order
+    if mode == 0 and _imod_unsigned_bytes(head):
+        dtype = np.dtype(np.uint8)
+    k = _pick_frame(name, nz, frame)
+    offset = _MRC_HEADER_BYTES + nsymbt + k * nx * ny * itemsize
+    try:
+        out = _read_rows(name, offset, dtype, ny, nx)
+    except OSError as exc:
+        raise _os_error(name, exc) from None
     return out, _mrc_pixel_size(name, header, notes)
+
+
+def _read_rows(name: str, offset: int, dtype: np.dtype, ny: int, nx: int) -> np.ndarray:
+    """Read a ``ny`` x ``nx`` block at ``offset`` into float32, a few MB at a time.
+
+    mrcfile has parsed and checked the header (sizes, mode, byte order); this
+    only moves the bytes. Plain reads into a small buffer keep the peak at the
+    float32 result plus ~8 MB, whereas a memory map (or ``mrcfile.open``) also
+    holds the whole raw block resident while converting (+128 MB for an
+    8192^2 int16 frame, +256 MB for float32).
+    """
+    out = np.empty((ny, nx), dtype=np.float32)
+    row_bytes = nx * dtype.itemsize
+    rows = max(1, (8 << 20) // row_bytes)
+    buffer = np.empty(rows * row_bytes, dtype=np.uint8)
+    with open(name, "rb") as fh:
+        fh.seek(offset)
+        for r0 in range(0, ny, rows):
+            r1 = min(ny, r0 + rows)
+            chunk = buffer[: (r1 - r0) * row_bytes]
+            if fh.readinto(chunk) != chunk.size:  # the file shrank after the size check
+                raise PtolemyInputError(f"{name}: truncated MRC file: the data end early")
+            out[r0:r1] = chunk.view(dtype).reshape(r1 - r0, nx)
+    return out
 
 
 def _imod_unsigned_bytes(head: bytes) -> bool:

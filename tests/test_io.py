@@ -407,3 +407,11 @@ def test_png_over_pillow_limit_is_a_clear_error(tmp_path, monkeypatch):
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         assert read_image(path).shape == (30, 30)
+
+
+def test_file_shrinking_after_the_size_check(tmp_path, monkeypatch):
+    raw = write_mrc(tmp_path / "a.mrc", ramp()).read_bytes()
+    path = tmp_path / "shrunk.mrc"
+    path.write_bytes(raw[:-10])
+    monkeypatch.setattr(ptio, "_check_regular_file", lambda name: len(raw))  # size seen before it shrank
+    expect_error(path, f"{path}: truncated MRC file: the data end early")
