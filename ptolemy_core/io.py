@@ -233,9 +233,9 @@ def _read_mrc(name: str, size: int, head: bytes, frame: int | None, notes: list[
             f"{name}: truncated MRC file: the header describes {described} "
             f"but only {max(available, 0)} bytes of data follow")
     if available > expected:
-        # mrcfile's strict mode refuses this too: the layout cannot be trusted.
-        raise PtolemyInputError(
-            f"{name}: corrupt MRC header: it describes {described} but {available} bytes of data follow")
+        # Like mrcfile (even in strict mode): read what the header describes, but say so.
+        notes.append(f"{name}: {available - expected} bytes after the {described} "
+                     "ignored; the header sizes may be wrong")
 
     dtype = mrcfile.utils.data_dtype_from_header(header)  # with the file's byte order
     if mode == 0 and _imod_unsigned_bytes(head):
