@@ -53,7 +53,9 @@ def test_collect_inputs_dir_glob_and_errors(images: Path, tmp_path: Path):
 
 def test_output_names_disambiguate_same_stem():
     names = output_names([Path("/a/x/atlas.mrc"), Path("/a/y/atlas.mrc"), Path("/a/y/sq.mrc")])
-    assert names == ["a__x__atlas.json", "a__y__atlas.json", "sq.json"]
+    assert names == ["x__atlas.json", "y__atlas.json", "sq.json"]
+    clash = output_names([Path("/a/x/atlas.mrc"), Path("/b/x/atlas.mrc")])
+    assert clash == ["00000_x__atlas.json", "00001_x__atlas.json"]
 
 
 def test_pool_run_bad_file_then_resume(images: Path, tmp_path: Path):

@@ -160,8 +160,7 @@ def output_names(inputs: Sequence[Path]) -> list[str]:
     names = []
     for p, s in zip(inputs, stems, strict=True):
         if counts[s] > 1:
-            parts = [q for q in Path(p).parent.parts[-2:] if q not in ("/", "")]
-            s = "__".join(parts + [s])
+            s = f"{Path(p).parent.name}__{s}"
         names.append(f"{s}.json")
     if len(set(names)) != len(names):  # pathological: fall back to an index
         names = [f"{i:05d}_{n}" for i, n in enumerate(names)]
