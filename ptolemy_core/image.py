@@ -80,8 +80,9 @@ def as_image(
         raise PtolemyInputError(f"{source}: pixel type {data.dtype} is not numeric")
     data = np.asarray(data, dtype=np.float32)
     notes: list[str] = []
-    finite = np.isfinite(data)
-    if not finite.all():
+    # min/max propagate NaN and expose Inf, so the full-size mask is built only when needed.
+    if not (np.isfinite(data.min()) and np.isfinite(data.max())):
+        finite = np.isfinite(data)
         n_bad = int(data.size - np.count_nonzero(finite))
         if n_bad == data.size:
             raise PtolemyInputError(f"{source}: no finite pixel in the image (all NaN/Inf)")
