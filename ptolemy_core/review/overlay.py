@@ -307,19 +307,23 @@ def draw_overlay(
     colorbar_h = int(min(max(dh * 0.45, 8 * fs), 18 * fs))
     legend_h = header + int(fs * 2.5) + colorbar_h + int(fs * 16)
     canvas = PILImage.new("RGB", (dw + panel, max(dh + header, legend_h)), BACKGROUND)
-    canvas.paste(PILImage.fromarray(grey, "L").convert("RGB"), (0, header))
     tf = DisplayTransform(dh / h, dw / w, header, 0, (dh, dw))
-    draw = ImageDraw.Draw(canvas)
-
+    # Targets are drawn on the image panel alone (origin 0, 0) so that outlines of squares
+    # cut by the image border are clipped there instead of spilling into header or legend.
+    panel_tf = DisplayTransform(dh / h, dw / w, 0, 0, (dh, dw))
+    picture = PILImage.fromarray(grey, "L").convert("RGB")
+    pdraw = ImageDraw.Draw(picture)
     colors = score_colors([t.score for t in ranked]) if n else np.zeros((0, 3), np.uint8)
     flags = [target_flags(t) for t in ranked]
     # Worst first so the best targets end up on top of any overlap.
     for i in range(n - 1, -1, -1):
-        xy = _target_outline(ranked[i], tf)
-        _polyline(draw, xy, tuple(int(c) for c in colors[i]), lw, dashed=bool(flags[i]))
+        xy = _target_outline(ranked[i], panel_tf)
+        _polyline(pdraw, xy, tuple(int(c) for c in colors[i]), lw, dashed=bool(flags[i]))
     for i in range(min(top_n, n) - 1, -1, -1):
-        centre = tf.to_canvas([ranked[i].center])[0]
-        _badge(draw, (centre[1], centre[0]), str(i + 1), small, pad=max(1, fs // 8))
+        centre = panel_tf.to_canvas([ranked[i].center])[0]
+        _badge(pdraw, (centre[1], centre[0]), str(i + 1), small, pad=max(1, fs // 8))
+    canvas.paste(picture, (0, header))
+    draw = ImageDraw.Draw(canvas)
 
     # Header: title and counts.
     kinds = sorted({t.kind for t in ranked})
