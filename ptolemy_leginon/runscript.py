@@ -94,12 +94,17 @@ def find_line(kind: str, path: str, *, score_key: str = "score") -> str | None:
         from ptolemy_core import find_squares, read_image
 
         return to_json_line(find_squares(read_image(path)).targets)
-    from ptolemy_core import find_holes, read_image
+    from ptolemy_core import read_image
 
     from .holes import leginon_json_line
 
     image = read_image(path)
-    targets = from_json(line, kind="hole") if line is not None else find_holes(image).targets
+    if line is not None:
+        targets = from_json(line, kind="hole")
+    else:
+        from ptolemy_core import find_holes
+
+        targets = find_holes(image).targets
     if len(targets) < 2:
         return None
     return leginon_json_line(targets, image.shape, score_key=score_key)
