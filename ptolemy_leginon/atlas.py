@@ -106,6 +106,18 @@ def polygon_area(poly: Sequence[RowCol]) -> float:
     return float(abs(np.dot(p[:, 0], np.roll(p[:, 1], -1)) - np.dot(p[:, 1], np.roll(p[:, 0], -1))) / 2.0)
 
 
+def polygon_centroid(poly: Sequence[RowCol]) -> RowCol:
+    """Area centroid of a simple polygon (vertex mean when degenerate)."""
+    p = np.asarray(poly, dtype=float)
+    x, y = p[:, 0], p[:, 1]
+    x1, y1 = np.roll(x, -1), np.roll(y, -1)
+    cross = x * y1 - x1 * y
+    a = cross.sum() / 2.0
+    if abs(a) < 1e-12:
+        return (float(x.mean()), float(y.mean()))
+    return (float(((x + x1) * cross).sum() / (6 * a)), float(((y + y1) * cross).sum() / (6 * a)))
+
+
 def point_in_polygon(point: RowCol, poly: Sequence[RowCol]) -> bool:
     """Even-odd rule; points on the outline count as inside."""
     if len(poly) < 3:
@@ -128,6 +140,58 @@ def point_in_polygon(point: RowCol, poly: Sequence[RowCol]) -> bool:
     with np.errstate(divide="ignore", invalid="ignore"):
         c_at = c0 + (r - r0) * (c1 - c0) / (r1 - r0)
     return bool(np.count_nonzero(straddle & (c < c_at)) % 2)
+
+
+def convex_intersection_area(p: Sequence[RowCol], q: Sequence[RowCol]) -> float:
+    """Area of the intersection of two convex polygons (Sutherland-Hodgman clipping)."""
+    subject = convex_hull(p)
+    clip = convex_hull(q)
+    if len(subject) < 3 or len(clip) < 3:
+        return 0.0
+
+    def inside(pt, a, b):
+        return (b[0] - a[0]) * (pt[1] - a[1]) - (b[1] - a[1]) * (pt[0] - a[0]) >= 0
+
+    def cut(p1, p2, a, b):
+        dx, dy = p2[0] - p1[0], p2[1] - p1[1]
+        ex, ey = b[0] - a[0], b[1] - a[1]
+        den = ex * dy - ey * dx
+        if den == 0:
+            return p2
+        t = (ey * (p1[0] - a[0]) - ex * (p1[1] - a[1])) / den
+        return (p1[0] + t * dx, p1[1] + t * dy)
+
+    out = subject
+    for i in range(len(clip)):
+        a, b = clip[i], clip[(i + 1) % len(clip)]
+        src, out = out, []
+        for j in range(len(src)):
+            cur, prev = src[j], src[j - 1]
+            if inside(cur, a, b):
+                if not inside(prev, a, b):
+                    out.append(cut(prev, cur, a, b))
+                out.append(cur)
+            elif inside(prev, a, b):
+                out.append(cut(prev, cur, a, b))
+        if not out:
+            return 0.0
+    return polygon_area(out)
+
+
+def same_square(a: MosaicSquare, b: MosaicSquare, min_overlap: float = 0.3) -> bool:
+    """Two views (from different tiles) show the same square.
+
+    True when the centre of one lies inside the other's outline, or when their
+    outlines overlap by at least ``min_overlap`` of the smaller one (a square cut
+    on both tiles). Neighbouring squares are separated by a grid bar, so their
+    outlines do not overlap.
+    """
+    if point_in_polygon(a.center, b.vertices) or point_in_polygon(b.center, a.vertices):
+        return True
+    if len(a.vertices) < 3 or len(b.vertices) < 3:
+        return False
+    smaller = min(polygon_area(convex_hull(a.vertices)), polygon_area(convex_hull(b.vertices)))
+    return smaller > 0 and convex_intersection_area(a.vertices, b.vertices) >= min_overlap * smaller
 
 
 def place_tile_squares(
@@ -165,14 +229,13 @@ def place_tile_squares(
 def merge_squares(squares: Sequence[MosaicSquare]) -> list[MosaicSquare]:
     """Merge views of the same square seen on overlapping tiles.
 
-    Two views from different tiles are the same square when the centre of one
-    lies inside the outline of the other (a neighbouring square's centre never
-    does; a cut view's centre lies inside the complete view). Groups are closed
-    transitively. The merged square gets:
+    Two views from different tiles are the same square when :func:`same_square`
+    says so (centre of one inside the other's outline, or outlines overlapping by
+    30 % of the smaller). Groups are closed transitively. The merged square gets:
 
     * vertices: convex hull of the union of all views' vertices;
     * centre: area-weighted centre of the complete views (those not touching a
-      tile edge), or of all views when every view is cut;
+      tile edge); when every view is cut, the centroid of the union outline;
     * area: largest complete view, else the area of the union outline;
     * brightness: area-weighted mean; score: the maximum;
     * features: those of the largest complete view, plus ``n_views``.
@@ -209,9 +272,7 @@ def merge_squares(squares: Sequence[MosaicSquare]) -> list[MosaicSquare]:
                     continue
                 if abs(centers[b, 1] - centers[a, 1]) > max(radius[a], radius[b]):
                     continue
-                if point_in_polygon(squares[a].center, squares[b].vertices) or point_in_polygon(
-                    squares[b].center, squares[a].vertices
-                ):
+                if same_square(squares[a], squares[b]):
                     ra, rb = find(int(a)), find(int(b))
                     if ra != rb:
                         parent[max(ra, rb)] = min(ra, rb)
@@ -236,10 +297,14 @@ def merge_squares(squares: Sequence[MosaicSquare]) -> list[MosaicSquare]:
             )
             continue
         complete = [m for m in members if m.complete] or members
-        w = np.array([max(m.area, 1e-9) for m in complete])
-        c = np.array([m.center for m in complete], dtype=float)
-        center = tuple((c * w[:, None]).sum(axis=0) / w.sum())
         hull = convex_hull([v for m in members for v in m.vertices])
+        if any(m.complete for m in members) or polygon_area(hull) <= 0:
+            w = np.array([max(m.area, 1e-9) for m in complete])
+            c = np.array([m.center for m in complete], dtype=float)
+            center = tuple((c * w[:, None]).sum(axis=0) / w.sum())
+        else:
+            # every view is cut: the union outline is the best estimate of the whole square
+            center = polygon_centroid(hull)
         best = max(complete, key=lambda m: m.area)
         area = best.area if any(m.complete for m in members) else polygon_area(hull)
         wa = np.array([max(m.area, 1e-9) for m in members])

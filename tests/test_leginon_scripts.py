@@ -225,7 +225,7 @@ def test_leginon_unquoted_command_with_space_in_session_path(tmp_path, fakepy):
     folder = tmp_path / "my session"
     folder.mkdir()
     _write_mrc(folder / "t.mrc", np.ones((32, 32), np.float32))
-    cmd = "source %s %s %s %s" % (SCRIPTS / "sq_finding.sh", "s_1", folder / "t.mrc", folder)
+    cmd = "source {} {} {} {}".format(SCRIPTS / "sq_finding.sh", "s_1", folder / "t.mrc", folder)
     res = subprocess.run(
         cmd, shell=True, executable=BASH, capture_output=True, text=True, env=_env(fakepy[0]), timeout=60
     )

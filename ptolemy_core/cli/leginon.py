@@ -46,7 +46,7 @@ def script_text(which: str, python: str | None = None) -> str:
     text = resources.files("ptolemy_leginon.scripts").joinpath(SCRIPT_NAMES[which]).read_text()
     return text.replace(
         f"${{PTOLEMY_PYTHON:-{PLACEHOLDER}}}",
-        "${PTOLEMY_PYTHON:-%s}" % (python or sys.executable).replace('"', '\\"'),
+        "${{PTOLEMY_PYTHON:-{}}}".format((python or sys.executable).replace('"', '\\"')),
     )
 
 
