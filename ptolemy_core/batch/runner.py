@@ -282,6 +282,11 @@ def init_worker(kind: str, single_thread: bool = True, options: dict[str, Any] |
         from ..models import registry
     except ImportError:
         return  # reported per image by process_image
+    try:
+        # The scorers' module imports torch (seconds); pay that at start-up, not on image 1.
+        from ..models import api  # noqa: F401
+    except ImportError:
+        pass
     names = ["square_cnn"] if "lowmag" in kinds else []
     names += ["hole_cnn", "unet"] if "medmag" in kinds else []
     for name in names:
