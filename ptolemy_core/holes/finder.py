@@ -1,0 +1,265 @@
+"""``find_holes``: every hole of a holey-film square image, lattice-aware."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+from scipy import ndimage as ndi
+
+from ..errors import PtolemyInputError, PtolemyUnavailableError
+from ..image import Image, as_image
+from ..targets import Target, rank
+from . import lattice as lat
+from . import locate, measure, score
+
+#: Working scale aims at this many working pixels per lattice period (holes ~10–20 px across).
+TARGET_PITCH_WORK = 32.0
+
+
+@dataclass
+class HoleResult:
+    """Holes found in one image.
+
+    Attributes
+    ----------
+    targets : list of Target
+        ``kind="hole"``, ranked (highest score first).
+    lattice : Lattice or None
+        In full-resolution pixels.
+    i0 : float or None
+        Vacuum intensity used for ice thickness (caller's, or estimated from
+        empty holes), None when unknown.
+    working_scale : float
+        Input pixels per working pixel.
+    notes : list of str
+    """
+
+    targets: list[Target]
+    lattice: lat.Lattice | None
+    i0: float | None
+    working_scale: float
+    notes: list[str] = field(default_factory=list)
+
+
+def find_holes(
+    image: Image | np.ndarray,
+    *,
+    pixel_size_nm: float | None = None,
+    i0: float | None = None,
+    method: str = "lattice",
+    scorer: str = "auto",
+) -> HoleResult:
+    """Find, measure and score every hole of a medium-magnification image.
+
+    Parameters
+    ----------
+    image : Image or 2-D array
+        Raw intensities (counts), any size.
+    pixel_size_nm : float, optional
+        Recorded in features when known; the finder does not need it.
+    i0 : float, optional
+        Vacuum intensity for ice thickness ``t = λ·ln(I0/I)``; estimated from
+        empty holes in the image when not given.
+    method : {"lattice", "unet"}
+        ``"lattice"``: periodicity + template matching + robust lattice fit.
+        ``"unet"``: the learned U-Net probability map (needs shipped weights).
+    scorer : {"auto", "interpretable", "cnn"}
+        ``"auto"`` uses the CNN when its weights exist, else the interpretable model.
+
+    Returns
+    -------
+    HoleResult
+    """
+    img = as_image(image, pixel_size_nm)
+    notes = list(img.notes)
+    if method not in ("lattice", "unet"):
+        raise PtolemyInputError(f"unknown hole-finding method {method!r} (use 'lattice' or 'unet')")
+    if scorer not in ("auto", "interpretable", "cnn"):
+        raise PtolemyInputError(f"unknown hole scorer {scorer!r} (use 'auto', 'interpretable' or 'cnn')")
+    if i0 is not None and not (np.isfinite(i0) and i0 > 0):
+        raise PtolemyInputError(f"i0 must be a positive number, got {i0!r}")
+    data = img.data
+    h, w = data.shape
+    step = (max(1, h // 256), max(1, w // 256))
+    sub = data[::step[0], ::step[1]]
+    if float(sub.max()) - float(sub.min()) <= 1e-6 * max(1.0, abs(float(sub.max()))):
+        if float(data.max()) - float(data.min()) <= 1e-6 * max(1.0, abs(float(data.max()))):
+            return HoleResult([], None, i0, 1.0, notes + ["constant image: no holes"])
+    if min(h, w) < 24:
+        return HoleResult([], None, i0, 1.0, notes + [f"image {h}x{w} is too small to hold a hole lattice"])
+    if method == "unet":
+        return _find_unet(img, i0, notes)
+
+    est = lat.estimate_basis(data)
+    if est is None:
+        return HoleResult([], None, i0, 1.0, notes + ["no hole lattice found (no periodicity)"])
+    basis_full = est[0]
+    pitch = float(np.linalg.norm(basis_full, axis=1).min())
+    s = max(1, int(pitch / TARGET_PITCH_WORK))
+    work = lat.bin_image(data, s)
+    basis = basis_full / s
+    pitch_w = pitch / s
+    med = float(np.median(work[::4, ::4]))
+    flat = lat.flatten(work, sigma=4 * pitch_w)
+    cell_area = abs(float(np.linalg.det(basis)))
+    smooth = ndi.gaussian_filter(work, max(1.0, 0.12 * pitch_w))
+    bar_mask = locate.dark_mask(smooth, 0.3 * med, 1.5 * cell_area) if med > 0 else None
+
+    model = locate.lattice_average(work, flat, basis, bar_mask)
+    if model is None:
+        return HoleResult([], None, i0, float(s), notes + ["no hole lattice found (no hole in the cell)"])
+    origin = model.origin
+    search = max(2, int(math.ceil(0.18 * pitch_w)))
+
+    # grow the fit outward from the image centre so basis errors never exceed the search window
+    centre = np.array([(work.shape[0] - 1) / 2.0, (work.shape[1] - 1) / 2.0])
+    kmat = np.linalg.inv(basis.T)
+    origin = origin + basis.T @ np.rint(kmat @ (centre - origin))
+    reach = 5.0 * pitch_w
+    measured = None
+    for _ in range(6):
+        idx, nodes = _nodes(work.shape, basis, origin, margin=pitch_w)
+        near = np.linalg.norm(nodes - centre, axis=1) <= reach
+        cen, ncc = locate.match_holes(flat, nodes[near], model.template, search)
+        good = ncc > 0.25
+        if good.sum() >= 6:
+            o, b, inl = lat.fit_lattice(cen[good], idx[near][good], weights=ncc[good] ** 2)
+            origin, basis = o, b
+        measured = (idx[near], cen, ncc)
+        if near.all():
+            break
+        reach *= 2.5
+    kmat = np.linalg.inv(basis.T)
+    origin = origin + basis.T @ np.rint(kmat @ (centre - origin))
+
+    # final per-hole centres: measured where confident and consistent, else the fitted node
+    idx, nodes = _nodes(work.shape, basis, origin, margin=pitch_w)
+    cen, ncc = locate.match_holes(flat, nodes, model.template, search)
+    dev = np.linalg.norm(cen - nodes, axis=1)
+    use = (ncc > 0.3) & (dev < 0.25 * model.b + 1.0)
+    centres = np.where(use[:, None], cen, nodes)
+
+    # which nodes are visible holes
+    vis, cut = _visibility(work, smooth, centres, model, bar_mask)
+    keep = (vis >= 0.5) & (centres[:, 0] >= -0.5) & (centres[:, 0] <= work.shape[0] - 0.5) \
+        & (centres[:, 1] >= -0.5) & (centres[:, 1] <= work.shape[1] - 0.5)
+    keep &= _centre_in_full(centres, s, (h, w))
+    centres, idx, vis, cut, ncc_k = centres[keep], idx[keep], vis[keep], cut[keep], ncc[keep]
+
+    feats = measure.measure_holes(work, centres, model, vis)
+    i0_used, i0_note = measure.choose_i0(i0, feats, model)
+    if i0_note:
+        notes.append(i0_note)
+    thickness = measure.thickness(feats["mean"], i0_used)
+    scores = score.interpretable_scores(feats, thickness)
+
+    lattice_full = lat.Lattice(
+        kind=lat.classify(basis * s),
+        basis=np.vstack(lat.reduce_basis(basis[0] * s, basis[1] * s)),
+        origin=(origin + 0.5) * s - 0.5,
+    )
+    targets = []
+    half_side = max(model.a, model.b) * s
+    for k in range(len(centres)):
+        r = (centres[k, 0] + 0.5) * s - 0.5
+        c = (centres[k, 1] + 0.5) * s - 0.5
+        verts = ((r - half_side, c - half_side), (r - half_side, c + half_side),
+                 (r + half_side, c + half_side), (r + half_side, c - half_side))
+        t = thickness[k]
+        targets.append(Target(
+            kind="hole",
+            center=(float(r), float(c)),
+            vertices=tuple((float(a), float(b)) for a, b in verts),
+            area=float((2 * half_side) ** 2),
+            score=float(scores[k]),
+            brightness=float(feats["mean"][k]),
+            features={
+                "radius": float(math.sqrt(model.a * model.b) * s),
+                "ellipse": {"a": float(model.a * s), "b": float(model.b * s),
+                            "angle_deg": float(model.angle_deg)},
+                "mean": float(feats["mean"][k]),
+                "std": float(feats["std"][k]),
+                "ice_thickness_nm": None if t is None or not np.isfinite(t) else float(t),
+                "cut": bool(cut[k]),
+                "lattice_index": [int(idx[k, 0]), int(idx[k, 1])],
+                "visible_fraction": float(round(vis[k], 3)),
+                "relative_brightness": float(feats["rel_brightness"][k]),
+                "dark_fraction": float(feats["dark_fraction"][k]),
+                "match": float(ncc_k[k]),
+            },
+        ))
+    if scorer in ("auto", "cnn") and targets:
+        learned = score.cnn_scores(img, targets, float(s))
+        if learned is not None:
+            targets = [t.with_score(v) for t, v in zip(targets, learned, strict=True)]
+        elif scorer == "cnn":
+            raise PtolemyUnavailableError(
+                "hole CNN scorer unavailable: no shipped hole CNN weights (use scorer='interpretable')")
+    if model.sign < 0:
+        notes.append("holes are darker than the film (inverted contrast)")
+    return HoleResult(rank(targets), lattice_full, i0_used, float(s), notes)
+
+
+def _find_unet(img: Image, i0, notes) -> HoleResult:
+    """U-Net centroids + anchor-pair lattice fit (paper's method), when the models ship weights."""
+    try:
+        from ..models import api
+    except ImportError:
+        api = None
+    prob = None
+    if api is not None and hasattr(api, "unet_probability"):
+        data = img.data
+        s = max(1, int(math.ceil(max(data.shape) / 2048)))
+        work = lat.bin_image(data, s)
+        z = (work - work.mean()) / (work.std() + 1e-9)
+        prob = api.unet_probability(z)
+    if prob is None:
+        raise PtolemyUnavailableError(
+            "method 'unet' needs the hole U-Net weights, which this installation does not ship; "
+            "use method 'lattice'")
+    raise PtolemyUnavailableError("method 'unet' (U-Net centroids + anchor-pair lattice fit) is not implemented yet")
+
+
+def _nodes(shape, basis, origin, margin):
+    """All lattice nodes within the image (plus margin): indices (N,2) and positions (N,2)."""
+    h, w = shape
+    kmat = np.linalg.inv(basis.T)
+    corners = np.array([[-margin, -margin], [-margin, w + margin], [h + margin, -margin], [h + margin, w + margin]])
+    fr = (kmat @ (corners - origin).T).T
+    lo = np.floor(fr.min(axis=0)).astype(int)
+    hi = np.ceil(fr.max(axis=0)).astype(int)
+    ii, jj = np.meshgrid(np.arange(lo[0], hi[0] + 1), np.arange(lo[1], hi[1] + 1), indexing="ij")
+    idx = np.column_stack([ii.ravel(), jj.ravel()])
+    pos = origin + idx @ basis
+    ok = (pos[:, 0] >= -margin) & (pos[:, 0] <= h + margin) & (pos[:, 1] >= -margin) & (pos[:, 1] <= w + margin)
+    return idx[ok], pos[ok]
+
+
+def _centre_in_full(centres: np.ndarray, s: int, shape) -> np.ndarray:
+    r = (centres[:, 0] + 0.5) * s - 0.5
+    c = (centres[:, 1] + 0.5) * s - 0.5
+    return (r >= -0.5) & (r <= shape[0] - 0.5) & (c >= -0.5) & (c <= shape[1] - 0.5)
+
+
+def _visibility(work, smooth, centres, model: locate.CellModel, bar_mask):
+    """Visible fraction of each hole (image edge, bars) and whether it is cut."""
+    pts = locate.ellipse_points(centres, model.a, model.b, model.angle_deg)
+    h, w = work.shape
+    inside = (pts[..., 0] >= -0.5) & (pts[..., 0] <= h - 0.5) & (pts[..., 1] >= -0.5) & (pts[..., 1] <= w - 0.5)
+    vals, ok = locate.sample(smooth, pts)
+    gold_like = model.sign > 0 and model.film_level < 0.3 * model.hole_level
+    if gold_like:
+        # the film is nearly as dark as a bar: a visible hole must look like a hole
+        thr = model.film_level + 0.25 * (model.hole_level - model.film_level)
+        open_ = vals > thr
+    elif bar_mask is not None:
+        mvals, _ = locate.sample(bar_mask, pts)
+        open_ = ~mvals
+    else:
+        open_ = np.ones(vals.shape, bool)
+    vis = (inside & ok & open_).mean(axis=1)
+    edge_vis = inside.mean(axis=1)
+    cut = (edge_vis < 0.999) | (vis < 0.95)
+    return vis, cut

@@ -1,0 +1,365 @@
+"""The hole lattice from the image itself: periodicity, refinement, robust fit.
+
+Three steps, each cheap and independent of the contrast sign:
+
+1. :func:`estimate_basis` — autocorrelation of a binned, clipped, high-passed
+   image with a *whitened* power spectrum (every frequency normalised by the
+   radial mean power), so lattice peaks are sharp whatever the hole contrast.
+   Candidate peaks are combined into pairs; the accepted basis is the densest
+   lattice whose predicted points are all peaks (a sub-lattice explains fewer
+   peaks; a super-lattice predicts points that are not peaks). Tried from a
+   coarse scale down to full resolution, so the scale need not be known.
+   The basis is then fitted to the sub-pixel positions of all predicted ACF
+   peaks (long lattice vectors pin it down far better than the shortest ones).
+2. :func:`fit_lattice` — robust (iteratively trimmed) least squares of origin
+   and basis to per-hole centres.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+from scipy import ndimage as ndi
+
+
+@dataclass
+class Lattice:
+    """A 2-D lattice in pixels of the full-resolution input.
+
+    Attributes
+    ----------
+    kind : {"square", "hex", "oblique"}
+        From the reduced basis: equal lengths (±4 %) at 90° (±3°) = square,
+        at 60°/120° = hex, anything else (stage tilt) = oblique.
+    basis : ndarray (2, 2)
+        Rows are the two shortest independent lattice vectors ``(row, col)``.
+    origin : ndarray (2,)
+        A lattice node ``(row, col)`` (the one nearest the image centre).
+    """
+
+    kind: str
+    basis: np.ndarray
+    origin: np.ndarray
+
+    @property
+    def pitch_px(self) -> float:
+        """Length of the shortest lattice vector."""
+        return float(np.linalg.norm(self.basis, axis=1).min())
+
+    def to_json(self) -> dict:
+        """``{"kind", "basis": [[x, y], [x, y]], "origin": [x, y]}`` (edge convention)."""
+        return {
+            "kind": self.kind,
+            "basis": [[float(v[1]), float(v[0])] for v in self.basis],
+            "origin": [float(self.origin[1]), float(self.origin[0])],
+        }
+
+
+def reduce_basis(a, b) -> tuple[np.ndarray, np.ndarray]:
+    """Lagrange–Gauss reduction to the two shortest independent vectors (``|a| ≤ |b|``)."""
+    a, b = np.asarray(a, float), np.asarray(b, float)
+    if a @ a > b @ b:
+        a, b = b, a
+    for _ in range(64):
+        mu = round(float(a @ b) / float(a @ a))
+        if mu == 0:
+            break
+        b = b - mu * a
+        if b @ b < a @ a:
+            a, b = b, a
+    # canonical signs: a points to +col (or +row), b makes a positive angle
+    if a[1] < 0 or (a[1] == 0 and a[0] < 0):
+        a = -a
+    if a[0] * b[1] - a[1] * b[0] < 0:
+        b = -b
+    return a, b
+
+
+def classify(basis: np.ndarray) -> str:
+    """Lattice kind of a reduced basis (rows = vectors)."""
+    a, b = basis
+    la, lb = np.linalg.norm(a), np.linalg.norm(b)
+    ang = math.degrees(math.acos(np.clip(abs(a @ b) / (la * lb), 0, 1)))
+    if abs(la - lb) <= 0.04 * max(la, lb):
+        if ang > 87.0:
+            return "square"
+        if abs(ang - 60.0) < 3.0:
+            return "hex"
+    return "oblique"
+
+
+def bin_image(a: np.ndarray, f: int) -> np.ndarray:
+    """Block mean over ``f × f`` pixels (edge remainder dropped), float32."""
+    if f <= 1:
+        return np.asarray(a, dtype=np.float32)
+    h, w = (a.shape[0] // f) * f, (a.shape[1] // f) * f
+    out = np.empty((h // f, w // f), np.float32)
+    step = max(1, 4096 // f)  # bounded temporaries
+    for r in range(0, h // f, step):
+        r1 = min(h // f, r + step)
+        out[r:r1] = a[r * f:r1 * f, :w].reshape(r1 - r, f, w // f, f).mean(axis=(1, 3), dtype=np.float32)
+    return out
+
+
+def _tukey(n: int) -> np.ndarray:
+    w = np.ones(n, np.float32)
+    m = max(1, n // 10)
+    ramp = 0.5 * (1 - np.cos(np.pi * np.arange(m) / m))
+    w[:m] = ramp
+    w[n - m:] = ramp[::-1]
+    return w
+
+
+def flatten(a: np.ndarray, sigma: float) -> np.ndarray:
+    """Clip outliers, replace opaque (bar) pixels by the median, subtract a smooth background.
+
+    Insensitive to the contrast sign; keeps bars and contamination from
+    dominating the spectrum.
+    """
+    step = (max(1, a.shape[0] // 256), max(1, a.shape[1] // 256))
+    sub = a[::step[0], ::step[1]]
+    med = float(np.median(sub))
+    if med > 0:
+        a = np.where(a < 0.3 * med, np.float32(med), a)
+        sub = np.where(sub < 0.3 * med, np.float32(med), sub)
+    # tight clip: sparse outliers (empty/thick holes, contamination) would dominate the
+    # spectrum; the lattice survives clipping (it even becomes a cleaner binary pattern)
+    sig = 1.4826 * float(np.median(np.abs(sub - med))) + 1e-12
+    out = np.clip(ndi.gaussian_filter(a, 0.7), med - 2.5 * sig, med + 2.5 * sig)
+    out = out - ndi.gaussian_filter(out, sigma, mode="nearest")
+    sd = float(out.std())
+    return (out / sd if sd > 0 else out).astype(np.float32)
+
+
+def whitened_acf(a: np.ndarray) -> np.ndarray:
+    """Autocorrelation with a whitened spectrum, centred (``acf[H, W]`` = zero shift), window-corrected."""
+    h, w = a.shape
+    win_r, win_c = _tukey(h), _tukey(w)
+    x = a * win_r[:, None] * win_c[None, :]
+    spec = np.fft.rfft2(x, s=(2 * h, 2 * w))
+    power = spec.real ** 2 + spec.imag ** 2
+    ky = np.fft.fftfreq(2 * h).astype(np.float32)[:, None]
+    kx = np.fft.rfftfreq(2 * w).astype(np.float32)[None, :]
+    ri = np.rint(np.sqrt(ky * ky + kx * kx) * 2 * max(h, w)).astype(np.int32)
+    prof = np.bincount(ri.ravel(), power.ravel()) / np.maximum(np.bincount(ri.ravel()), 1)
+    prof = ndi.uniform_filter1d(prof, 3)
+    # half whitening: sharper peaks than the plain ACF without amplifying the noise floor
+    pw = power / np.sqrt(prof[ri] + 1e-20)
+    pw[ri < 3] = 0
+    acf = np.fft.fftshift(np.fft.irfft2(pw, s=(2 * h, 2 * w)))
+    # window overlap: separable autocorrelations of the two 1-D windows
+    ov_r = np.correlate(win_r, win_r, mode="full")
+    ov_c = np.correlate(win_c, win_c, mode="full")
+    ov = np.zeros((2 * h, 2 * w), np.float32)
+    ov[1:, 1:] = np.outer(ov_r, ov_c)
+    ov /= ov.max()
+    return (acf / np.maximum(ov, 0.05)).astype(np.float32)
+
+
+def _subpixel(acf: np.ndarray, r: int, c: int) -> tuple[float, float]:
+    def par(m, z, p):
+        den = m - 2 * z + p
+        return 0.0 if den >= 0 else float(np.clip(0.5 * (m - p) / den, -0.5, 0.5))
+
+    dr = par(acf[r - 1, c], acf[r, c], acf[r + 1, c])
+    dc = par(acf[r, c - 1], acf[r, c], acf[r, c + 1])
+    return r + dr, c + dc
+
+
+def basis_from_acf(acf: np.ndarray, shape: tuple[int, int], min_len: float = 3.0):
+    """Choose the lattice basis from the ACF peaks, or None.
+
+    Returns ``(basis (2,2) rows (row,col), strength)``; ``strength`` is the
+    median predicted-point height in units of the ACF's robust noise.
+    """
+    h, w = shape
+    ch, cw = acf.shape[0] // 2, acf.shape[1] // 2
+    lim_r, lim_c = int(0.42 * h), int(0.42 * w)
+    region = acf[ch - lim_r: ch + lim_r + 1, cw - lim_c: cw + lim_c + 1]
+    med = float(np.median(region))
+    noise = 1.4826 * float(np.median(np.abs(region - med))) + 1e-12
+    mx = ndi.maximum_filter(region, 5)
+    pk = np.argwhere((region == mx) & (region > med + 3 * noise))
+    if len(pk) < 2:
+        return None
+    v = pk - [lim_r, lim_c]
+    half = (v[:, 0] > 0) | ((v[:, 0] == 0) & (v[:, 1] > 0))
+    dist = np.hypot(v[:, 0], v[:, 1])
+    keep = half & (dist >= min_len) & (pk[:, 0] > 0) & (pk[:, 1] > 0) \
+        & (pk[:, 0] < region.shape[0] - 1) & (pk[:, 1] < region.shape[1] - 1)
+    pk, vals = pk[keep], region[pk[keep, 0], pk[keep, 1]]
+    if len(pk) < 2:
+        return None
+    order = np.argsort(-vals)[:40]
+    pk, vals = pk[order], vals[order]
+    ref = float(np.median(vals[: min(10, len(vals))])) - med
+    vecs = np.array([np.subtract(_subpixel(region, r, c), (lim_r, lim_c)) for r, c in pk])
+    short = vecs[np.argsort(np.hypot(vecs[:, 0], vecs[:, 1]))[:16]]
+    mxa = ndi.maximum_filter(region, 3)
+    best = None
+    seen = set()
+    mm = np.array([(m, n) for m in range(-4, 5) for n in range(-4, 5) if (m, n) != (0, 0)], float)
+    for i in range(len(short)):
+        for j in range(i + 1, len(short)):
+            a, b = short[i], short[j]
+            cross = abs(a[0] * b[1] - a[1] * b[0])
+            if cross < 0.25 * np.linalg.norm(a) * np.linalg.norm(b):
+                continue
+            a, b = reduce_basis(a, b)
+            key = (round(a[0]), round(a[1]), round(b[0]), round(b[1]))
+            if key in seen:
+                continue
+            seen.add(key)
+            pts = mm @ np.vstack([a, b])
+            ok = (np.abs(pts[:, 0]) < lim_r - 1) & (np.abs(pts[:, 1]) < lim_c - 1)
+            if ok.sum() < 6:
+                continue
+            ir = np.rint(pts[ok, 0]).astype(int) + lim_r
+            ic = np.rint(pts[ok, 1]).astype(int) + lim_c
+            heights = mxa[ir, ic] - med
+            frac = float(np.mean(heights > 0.35 * ref))
+            if frac < 0.75:
+                continue
+            area = abs(a[0] * b[1] - a[1] * b[0])
+            score = (area, -float(np.median(heights)))
+            if best is None or score < best[0]:
+                best = (score, np.vstack([a, b]), float(np.median(heights)) / noise)
+    if best is None:
+        return None
+    basis = _refine_on_acf(region, best[1], (lim_r, lim_c), med + 0.35 * ref)
+    return basis, best[2]
+
+
+def _refine_on_acf(region: np.ndarray, basis: np.ndarray, centre, level: float) -> np.ndarray:
+    """Least-squares basis from the sub-pixel positions of all predicted ACF peaks.
+
+    Long lattice vectors pin the basis down far better than the two shortest ones.
+    """
+    lim_r, lim_c = centre
+    half = max(2, int(0.2 * np.linalg.norm(basis, axis=1).min()))
+    rows, targets = [], []
+    for m in range(-12, 13):
+        for n in range(-12, 13):
+            if (m, n) == (0, 0):
+                continue
+            p = m * basis[0] + n * basis[1]
+            r, c = int(round(p[0])) + lim_r, int(round(p[1])) + lim_c
+            if not (half + 1 <= r < region.shape[0] - half - 1 and half + 1 <= c < region.shape[1] - half - 1):
+                continue
+            win = region[r - half:r + half + 1, c - half:c + half + 1]
+            k = int(np.argmax(win))
+            pr, pc = r - half + k // win.shape[1], c - half + k % win.shape[1]
+            if region[pr, pc] < level or pr in (0, region.shape[0] - 1) or pc in (0, region.shape[1] - 1):
+                continue
+            sr, sc = _subpixel(region, pr, pc)
+            rows.append((m, n))
+            targets.append((sr - lim_r, sc - lim_c))
+    if len(rows) < 4:
+        return basis
+    design, targets = np.asarray(rows, float), np.asarray(targets)
+    fit, *_ = np.linalg.lstsq(design, targets, rcond=None)
+    res = np.linalg.norm(targets - design @ fit, axis=1)
+    keep = res <= max(3 * np.median(res), 0.7)
+    if keep.sum() >= 4:
+        fit, *_ = np.linalg.lstsq(design[keep], targets[keep], rcond=None)
+    return fit
+
+
+def estimate_basis(img: np.ndarray, max_side: int = 512):
+    """Lattice basis (rows (row,col), full-resolution px) from periodicity, or None.
+
+    Parameters
+    ----------
+    img : ndarray
+        Full-resolution image (float32).
+    max_side : int
+        Size of the analysed crop at each scale.
+
+    Returns
+    -------
+    (basis, strength) or None
+    """
+    h, w = img.shape
+    f = max(1, math.ceil(max(h, w) / max_side))
+    tried = set()
+    found = None
+    while True:
+        if f in tried:
+            break
+        tried.add(f)
+        crop = _central_crop(img, f, max_side)
+        if min(crop.shape) >= 24:
+            flat = flatten(crop, max(crop.shape) / 8.0)
+            res = basis_from_acf(whitened_acf(flat), crop.shape)
+            if res is not None:
+                basis, strength = res
+                pitch = float(np.linalg.norm(basis, axis=1).min())
+                if pitch >= 6.0 or f == 1:
+                    found = (basis * f, strength, f, pitch)
+                    break
+        if f == 1:
+            break
+        f = max(1, f // 2)
+    if found is None:
+        return None
+    basis, strength, f, pitch = found
+    # refine at a finer scale when the pitch is short at this one
+    f2 = max(1, int(f * pitch / 16.0))
+    if f2 < f:
+        crop = _central_crop(img, f2, max_side)
+        if min(crop.shape) >= 24:
+            flat = flatten(crop, max(crop.shape) / 8.0)
+            res = basis_from_acf(whitened_acf(flat), crop.shape)
+            if res is not None and _same_lattice(res[0] * f2, basis, tol=0.08):
+                basis, strength = res[0] * f2, res[1]
+    return basis, strength
+
+
+def _central_crop(img: np.ndarray, f: int, side: int) -> np.ndarray:
+    h, w = img.shape
+    ch, cw = min(h, side * f), min(w, side * f)
+    r0, c0 = (h - ch) // 2, (w - cw) // 2
+    return bin_image(img[r0:r0 + ch, c0:c0 + cw], f)
+
+
+def _same_lattice(b1: np.ndarray, b2: np.ndarray, tol: float) -> bool:
+    """True when every vector of ``b1`` is an integer combination of ``b2`` (relative tol) and areas match."""
+    coef = np.linalg.solve(b2.T, b1.T).T
+    if np.abs(coef - np.rint(coef)).max() > tol * 3:
+        return False
+    a1, a2 = abs(np.linalg.det(b1)), abs(np.linalg.det(b2))
+    return abs(a1 - a2) <= tol * a2
+
+
+def fit_lattice(centres: np.ndarray, index: np.ndarray, weights: np.ndarray | None = None,
+                *, iterations: int = 4) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Robust least squares ``centre ≈ origin + i·a + j·b``.
+
+    Parameters
+    ----------
+    centres : (N, 2) measured centres (row, col)
+    index : (N, 2) integer lattice indices (i, j)
+    weights : (N,) optional non-negative weights
+
+    Returns
+    -------
+    origin (2,), basis (2, 2) rows, inlier mask (N,)
+    """
+    centres = np.asarray(centres, float)
+    design = np.column_stack([np.ones(len(centres)), index.astype(float)])
+    wts = np.ones(len(centres)) if weights is None else np.asarray(weights, float)
+    inl = wts > 0
+    coef = None
+    for _ in range(iterations):
+        if inl.sum() < 3:
+            break
+        sw = np.sqrt(wts[inl])[:, None]
+        coef, *_ = np.linalg.lstsq(design[inl] * sw, centres[inl] * sw, rcond=None)
+        res = np.linalg.norm(centres - design @ coef, axis=1)
+        mad = 1.4826 * np.median(res[inl]) + 1e-6
+        inl = (wts > 0) & (res <= max(3.0 * mad, 0.75))
+    if coef is None:
+        raise ValueError("not enough centres to fit a lattice")
+    return coef[0], coef[1:3], inl

@@ -1,0 +1,241 @@
+"""Per-hole localisation on the working image, given an approximate lattice.
+
+- :func:`lattice_average` folds the image onto one lattice cell (every pixel
+  goes to the bin of its fractional lattice coordinates). The mean cell has a
+  very high signal-to-noise ratio even when single holes are invisible; it
+  gives the contrast sign, the hole position in the cell (the lattice origin),
+  the hole ellipse, and the matched-filter template.
+- :func:`match_holes` refines every node by cross-correlating its patch with
+  the template (batched FFTs, sub-pixel parabola).
+- :func:`visible_fraction` decides which nodes are real, visible holes: the
+  image edge cuts them analytically; opaque grid bars are masked as large
+  dark regions (carbon), or holes must look like holes (gold, where the film
+  itself is nearly as dark as a bar).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+from scipy import ndimage as ndi
+
+
+@dataclass
+class CellModel:
+    """What the folded lattice cell says about the holes (working pixels)."""
+
+    sign: float  # +1 holes brighter than film, -1 darker (inverted)
+    origin: np.ndarray  # a node (row, col), working px
+    a: float  # ellipse semi-axes (px) and angle of ``a`` from +col towards +row (deg)
+    b: float
+    angle_deg: float
+    hole_level: float  # mean raw intensity in the hole centre (working image)
+    film_level: float  # mean raw intensity of the film between holes
+    template: np.ndarray  # zero-mean template, (2R+1)²
+    contrast_snr: float  # |hole - film| / noise of the folded cell
+
+
+def _fold(img: np.ndarray, kmat: np.ndarray, m: int, mask: np.ndarray | None, max_px: int = 1_500_000):
+    """Mean of ``img`` per fractional-coordinate bin (M × M), from a strided subsample."""
+    h, w = img.shape
+    st = max(1, int(math.sqrt(h * w / max_px)))
+    rows = np.arange(0, h, st, dtype=np.float32)[:, None]
+    cols = np.arange(0, w, st, dtype=np.float32)[None, :]
+    sub = img[::st, ::st]
+    u = kmat[0, 0] * rows + kmat[0, 1] * cols
+    v = kmat[1, 0] * rows + kmat[1, 1] * cols
+    iu = (np.floor((u - np.floor(u)) * m).astype(np.int64)) % m
+    iv = (np.floor((v - np.floor(v)) * m).astype(np.int64)) % m
+    idx = (iu * m + iv).ravel()
+    vals = sub.ravel().astype(np.float64)
+    keep = None if mask is None else ~mask[::st, ::st].ravel()
+    if keep is not None:
+        idx, vals = idx[keep], vals[keep]
+    s = np.bincount(idx, vals, minlength=m * m)
+    s2 = np.bincount(idx, vals * vals, minlength=m * m)
+    n = np.bincount(idx, minlength=m * m)
+    mean = s / np.maximum(n, 1)
+    var = s2 / np.maximum(n, 1) - mean * mean
+    return mean.reshape(m, m), var.reshape(m, m), n.reshape(m, m)
+
+
+def lattice_average(raw: np.ndarray, flat: np.ndarray, basis: np.ndarray, dark: np.ndarray | None,
+                    m: int = 32) -> CellModel | None:
+    """Fold the image on the lattice cell and model the mean hole.
+
+    Parameters
+    ----------
+    raw : working image (raw intensities)
+    flat : flattened working image (zero mean, clipped)
+    basis : (2, 2) rows = lattice vectors (working px)
+    dark : mask of opaque pixels to leave out, or None
+    """
+    kmat = np.linalg.inv(basis.T)
+    cell, var, cnt = _fold(flat, kmat, m, dark)
+    if (cnt == 0).any():
+        cell = np.where(cnt == 0, np.median(cell[cnt > 0]) if (cnt > 0).any() else 0.0, cell)
+    sm = ndi.gaussian_filter(cell, m * 0.06, mode="wrap")
+    med = float(np.median(sm))
+    dev = sm - med
+    k = int(np.argmax(np.abs(dev)))
+    pr, pc = divmod(k, m)
+    sign = 1.0 if dev[pr, pc] > 0 else -1.0
+    # centre the hole in the cell to avoid wrap-around, then threshold at half contrast
+    rolled = np.roll(np.roll(ndi.gaussian_filter(cell, 0.7, mode="wrap"), m // 2 - pr, 0), m // 2 - pc, 1)
+    peak = sign * (rolled[m // 2, m // 2] - med)
+    if peak <= 0:
+        return None
+    lab, _ = ndi.label(sign * (rolled - med) > 0.5 * peak)
+    hole = lab == lab[m // 2, m // 2]
+    if hole.sum() < 3 or hole.sum() > 0.8 * m * m:
+        return None
+    br, bc = np.nonzero(hole)
+    cr, cc = br.mean(), bc.mean()
+    u0 = np.array([(pr + cr - m // 2 + 0.5) / m, (pc + cc - m // 2 + 0.5) / m])
+    origin = basis.T @ u0
+    du = np.column_stack([(br - cr) / m, (bc - cc) / m])
+    d = du @ basis  # real-space displacements (row, col)
+    cov = d.T @ d / len(d) + np.eye(2) * (1.0 / 12.0) * (np.linalg.norm(basis, axis=1).mean() / m) ** 2
+    evals, evecs = np.linalg.eigh(cov)
+    a, b = 2 * math.sqrt(max(evals[1], 1e-6)), 2 * math.sqrt(max(evals[0], 1e-6))
+    va = evecs[:, 1]
+    angle = math.degrees(math.atan2(va[0], va[1])) % 180.0
+    # raw levels: hole centre vs film (outside 1.4× the hole)
+    raw_cell, _, _ = _fold(raw, kmat, m, dark)
+    raw_rolled = np.roll(np.roll(raw_cell, m // 2 - pr, 0), m // 2 - pc, 1)
+    far = ~ndi.binary_dilation(hole, iterations=max(1, int(0.2 * math.sqrt(hole.sum()))))
+    inner = ndi.binary_erosion(hole, iterations=max(1, int(0.25 * math.sqrt(hole.sum() / math.pi))))
+    if not inner.any():
+        inner = hole
+    hole_level = float(raw_rolled[inner].mean())
+    film_level = float(np.median(raw_rolled[far])) if far.any() else float(np.median(raw_rolled))
+    noise = math.sqrt(float(np.median(var)) / max(float(np.median(cnt)), 1.0))
+    snr = abs(float(rolled[inner].mean()) - float(np.median(rolled[far] if far.any() else rolled))) / max(noise, 1e-9)
+    # template: the mean cell resampled in real space around the hole centre
+    rad = int(math.ceil(1.35 * a)) + 1
+    yy, xx = np.mgrid[-rad:rad + 1, -rad:rad + 1].astype(np.float64)
+    fr = kmat @ np.vstack([yy.ravel(), xx.ravel()])
+    fr = fr + u0[:, None]
+    tpl = ndi.map_coordinates(cell, [fr[0] * m - 0.5, fr[1] * m - 0.5], order=1, mode="grid-wrap")
+    tpl = tpl.reshape(yy.shape)
+    disk = (yy ** 2 + xx ** 2) <= (1.35 * a) ** 2
+    tpl = np.where(disk, tpl - tpl[disk].mean(), 0.0).astype(np.float32)
+    return CellModel(sign, origin, a, b, angle, hole_level, film_level, tpl, snr)
+
+
+def match_holes(img: np.ndarray, nodes: np.ndarray, template: np.ndarray, search: int,
+                chunk: int = 4096) -> tuple[np.ndarray, np.ndarray]:
+    """Refine node positions by template cross-correlation.
+
+    Parameters
+    ----------
+    img : working image (flattened)
+    nodes : (N, 2) predicted centres (row, col)
+    template : (2R+1)² zero-mean template centred on the hole
+    search : max shift in px
+
+    Returns
+    -------
+    centres (N, 2), ncc (N,) normalised correlation at the best shift (0 where
+    the patch leaves the image).
+    """
+    rad = template.shape[0] // 2
+    half = rad + search
+    size = 2 * half + 1
+    h, w = img.shape
+    n = len(nodes)
+    centres = np.array(nodes, float)
+    ncc = np.zeros(n, np.float32)
+    base = np.rint(nodes).astype(int)
+    inside = (base[:, 0] >= half) & (base[:, 0] < h - half) & (base[:, 1] >= half) & (base[:, 1] < w - half)
+    idx = np.nonzero(inside)[0]
+    if len(idx) == 0:
+        return centres, ncc
+    fsize = (size + 2 * rad, size + 2 * rad)
+    tf = np.conj(np.fft.rfft2(template, s=fsize))
+    tnorm = float(np.sqrt((template ** 2).sum())) + 1e-12
+    off = np.arange(-half, half + 1)
+    npx = float((template != 0).sum())
+    for s0 in range(0, len(idx), chunk):
+        sel = idx[s0:s0 + chunk]
+        rr = base[sel, 0][:, None, None] + off[None, :, None]
+        cc = base[sel, 1][:, None, None] + off[None, None, :]
+        patches = img[rr, cc].astype(np.float32)
+        patches -= patches.mean(axis=(1, 2), keepdims=True)
+        corr = np.fft.irfft2(np.fft.rfft2(patches, s=fsize) * tf[None], s=fsize)
+        # corr[k, dy, dx] = sum patch(y + dy) template(y); valid shifts: dy in [search - ..]
+        # with the template's origin at its corner, the hole centre at patch offset t gives a peak at
+        # dy = half + t - rad
+        win = corr[:, half - rad - search: half - rad + search + 1, half - rad - search: half - rad + search + 1]
+        flat = win.reshape(len(sel), -1)
+        k = np.argmax(flat, axis=1)
+        ky, kx = np.divmod(k, win.shape[2])
+        best = flat[np.arange(len(sel)), k]
+        dy = _parabola(win, ky, kx, axis=0)
+        dx = _parabola(win, ky, kx, axis=1)
+        centres[sel, 0] = base[sel, 0] + ky - search + dy
+        centres[sel, 1] = base[sel, 1] + kx - search + dx
+        psd = patches.reshape(len(sel), -1).std(axis=1) * math.sqrt(npx) + 1e-12
+        ncc[sel] = best / (psd * tnorm)
+    return centres, ncc
+
+
+def _parabola(win: np.ndarray, ky: np.ndarray, kx: np.ndarray, axis: int) -> np.ndarray:
+    n = np.arange(len(ky))
+    lim = win.shape[1 + axis] - 1
+    if axis == 0:
+        km, kp = np.clip(ky - 1, 0, lim), np.clip(ky + 1, 0, lim)
+        m1, z, p1 = win[n, km, kx], win[n, ky, kx], win[n, kp, kx]
+        edge = (ky == 0) | (ky == lim)
+    else:
+        km, kp = np.clip(kx - 1, 0, lim), np.clip(kx + 1, 0, lim)
+        m1, z, p1 = win[n, ky, km], win[n, ky, kx], win[n, ky, kp]
+        edge = (kx == 0) | (kx == lim)
+    den = m1 - 2 * z + p1
+    out = np.where(den < 0, 0.5 * (m1 - p1) / np.where(den < 0, den, -1), 0.0)
+    return np.where(edge, 0.0, np.clip(out, -0.5, 0.5))
+
+
+def disk_samples(n_ring: int = 6) -> np.ndarray:
+    """Points uniform in area in the unit disk, (K, 2)."""
+    pts = []
+    for k in range(1, n_ring + 1):
+        rad = (k - 0.5) / n_ring
+        cnt = 6 * k
+        ang = np.arange(cnt) * 2 * math.pi / cnt + k * 0.37
+        pts.append(np.column_stack([rad * np.sin(ang), rad * np.cos(ang)]))
+    return np.concatenate(pts)
+
+
+def ellipse_points(centres: np.ndarray, a: float, b: float, angle_deg: float, scale: float = 1.0) -> np.ndarray:
+    """Sample points inside each ellipse: (N, K, 2) (row, col)."""
+    th = math.radians(angle_deg)
+    ua = np.array([math.sin(th), math.cos(th)])  # a axis (row, col)
+    ub = np.array([ua[1], -ua[0]])
+    unit = disk_samples()
+    local = (unit[:, 1:2] * a * ua + unit[:, 0:1] * b * ub) * scale
+    return centres[:, None, :] + local[None]
+
+
+def dark_mask(raw_smooth: np.ndarray, level: float, min_area: float) -> np.ndarray:
+    """Opaque regions: darker than ``level`` and larger than ``min_area`` px (bars, not contamination)."""
+    dark = raw_smooth < level
+    lab, n = ndi.label(dark)
+    if n == 0:
+        return dark
+    areas = np.bincount(lab.ravel())
+    big = areas >= min_area
+    big[0] = False
+    return big[lab]
+
+
+def sample(img: np.ndarray, pts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Nearest-pixel values at points (…, 2); returns values and an in-image mask."""
+    h, w = img.shape
+    r = np.rint(pts[..., 0]).astype(np.int64)
+    c = np.rint(pts[..., 1]).astype(np.int64)
+    ok = (r >= 0) & (r < h) & (c >= 0) & (c < w)
+    vals = img[np.clip(r, 0, h - 1), np.clip(c, 0, w - 1)]
+    return vals, ok
