@@ -100,6 +100,12 @@ def test_pool_run_bad_file_then_resume(images: Path, tmp_path: Path):
     assert not kept["broken.mrc"].resumed
     assert [r.resumed for r in read_summary(out / "summary.jsonl")] == [False, True, True, True]
 
+    # A later run on other images into the same folder keeps the earlier finished rows.
+    _write_mrc(tmp_path / "extra.mrc", (1, 1))
+    run_batch([tmp_path / "extra.mrc"], "lowmag", out, jobs=1, options=FAKE)
+    assert [Path(r.file).name for r in read_summary(out / "summary.jsonl")] == [
+        "extra.mrc", "img0.mrc", "img1.mrc", "img2.mrc"]
+
 
 def test_invalid_or_wrong_kind_output_is_redone(images: Path, tmp_path: Path):
     out = tmp_path / "out"

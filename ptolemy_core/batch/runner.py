@@ -9,6 +9,9 @@ Output folder layout (``out_dir``)::
 
 Two inputs with the same stem (from different folders) get ``<parent>__<stem>.json``.
 
+The summary lists this run's inputs in order, then images of earlier runs into the same
+folder whose output still exists.
+
 Resumption: an image whose ``<stem>.json`` exists and parses as targets of the
 right kind is not processed again (its summary record is kept from the previous
 summary, or rebuilt from the JSON). Images that failed are retried on the next run.
@@ -391,7 +394,7 @@ def run_batch(
     total = len(paths)
     start = time.perf_counter()
 
-    previous = {r.file: r for r in read_summary(out / "summary.jsonl")} if resume else {}
+    previous = {r.file: r for r in read_summary(out / "summary.jsonl")}
     records: list[BatchRecord | None] = [None] * total
     todo: list[int] = []
     done = 0
@@ -401,7 +404,8 @@ def run_batch(
             todo.append(i)
             continue
         prev = previous.get(str(p))
-        if prev is not None and prev.status == "ok" and prev.output == str(o):
+        if prev is not None and prev.status == "ok" and prev.output == str(o) and prev.kind == (
+                kind if kind != "auto" else prev.kind):
             rec = BatchRecord(**{**asdict(prev), "resumed": True})
         else:
             best = max((t.score for t in targets), default=None)
@@ -436,6 +440,11 @@ def run_batch(
             _run_pool(workers, todo, paths, outputs, kind, options, finish)
     finally:
         final = [r for r in records if r is not None]
+        # Earlier runs into the same folder (other inputs) stay in the summary while their
+        # output file exists, so the summary describes the whole folder.
+        current = {str(p) for p in paths}
+        final += [r for f, r in previous.items()
+                  if f not in current and r.status == "ok" and r.output and Path(r.output).exists()]
         jsonl, csv_path = write_summary(final, out)
     return BatchResult(final, out, jsonl, csv_path, time.perf_counter() - start, notes)
 
