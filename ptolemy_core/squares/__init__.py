@@ -1,1 +1,221 @@
-"""squares."""
+"""Find, measure and rank grid squares on a low-magnification atlas.
+
+>>> from ptolemy_core.squares import find_squares          # doctest: +SKIP
+>>> result = find_squares(atlas_array)
+>>> result.targets[0].center, result.targets[0].score     # (row, col), 0..1
+
+Pipeline (``method="robust"``, the default):
+
+1. lattice pitch/angle from the autocorrelation of a coarse copy → working scale
+   (pitch ≈ 40 working px), block-averaged copy of the atlas;
+2. bars-vs-not-bars segmentation against local bar/open levels (flattens vignetting,
+   tile brightness and seams), half-level edges per segment (:mod:`.segment`);
+3. convex hulls, one grid angle by bounded Brent around the autocorrelation angle,
+   aligned rectangles; segments spanning several lattice cells are split and fragments
+   of one cell merged (:mod:`.geometry`);
+4. measurements and ice thickness (:mod:`.measure`), scores (:mod:`.score`), ranking.
+
+``method="ptolemy"`` is the published baseline: global two-class mixture threshold,
+labelling, hulls, Brent angle, aligned rectangles (no flattening, no split/merge).
+Coordinates are ``(row, col)`` pixels of the full-resolution input.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+from scipy import ndimage as ndi
+
+from ..errors import PtolemyInputError
+from ..image import Image, as_image
+from ..targets import Target, rank
+from . import geometry, measure, score, segment
+
+__all__ = ["SquareResult", "find_squares"]
+
+SCORERS = ("auto", "interpretable", "cnn", "none")
+METHODS = ("robust", "ptolemy")
+
+
+@dataclass
+class SquareResult:
+    """Squares found on one atlas.
+
+    Attributes
+    ----------
+    targets : list of Target
+        kind ``"square"``, highest score first.
+    grid_angle_deg : float or None
+        Grid axis angle in degrees, ``[0, 90)``; None when nothing was found.
+    pitch_px : float or None
+        Mesh pitch in input pixels (autocorrelation), None when not periodic.
+    i0 : float or None
+        Vacuum intensity (raw units) when a broken/empty square provides it.
+    notes : list of str
+        One-line remarks (no periodicity, I0 unknown ...).
+    working_scale : int
+        Input pixels per working pixel.
+    scorer : str
+        Which scorer produced the scores.
+    """
+
+    targets: list[Target]
+    grid_angle_deg: float | None = None
+    pitch_px: float | None = None
+    i0: float | None = None
+    notes: list[str] = field(default_factory=list)
+    working_scale: int = 1
+    scorer: str = "none"
+
+
+def _cnn_scores(image: Image, targets: list[Target]) -> np.ndarray | None:
+    """Hook for the learned classifier (``ptolemy_core.models.api.square_cnn_scores``)."""
+    try:
+        from ..models.api import square_cnn_scores
+    except ImportError:
+        return None
+    return square_cnn_scores(image, targets)
+
+
+def find_squares(image: Image | np.ndarray, *, pixel_size_nm: float | None = None,
+                 scorer: str = "auto", method: str = "robust") -> SquareResult:
+    """Find every grid square on an atlas, measure, score and rank it.
+
+    Parameters
+    ----------
+    image : Image or ndarray
+        2-D atlas (any size and aspect ratio, single frame or montage).
+    pixel_size_nm : float, optional
+        Overrides the image's pixel size (reported only; the finder measures the pitch).
+    scorer : {"auto", "interpretable", "cnn", "none"}
+        ``auto`` uses the CNN when its weights are shipped, else the interpretable model.
+    method : {"robust", "ptolemy"}
+        ``ptolemy`` = the published baseline, for comparison.
+
+    Returns
+    -------
+    SquareResult
+
+    Raises
+    ------
+    PtolemyInputError
+        Unknown scorer/method, or ``scorer="cnn"`` without shipped weights.
+    """
+    if scorer not in SCORERS:
+        raise PtolemyInputError(f"unknown scorer {scorer!r} (choose from {', '.join(SCORERS)})")
+    if method not in METHODS:
+        raise PtolemyInputError(f"unknown method {method!r} (choose from {', '.join(METHODS)})")
+    img = as_image(image, pixel_size_nm)
+    data = img.data
+    notes: list[str] = []
+    lo, hi = float(data.min()), float(data.max())
+    if not hi > lo or min(data.shape) < 8:
+        notes.append("image is constant or too small: no squares" if hi > lo or min(data.shape) >= 8
+                     else "image is constant: no squares")
+        return SquareResult([], notes=notes)
+
+    lat = segment.estimate_lattice(data)
+    pitch = lat.pitch_px
+    if pitch is not None and not (12.0 <= pitch <= min(data.shape) / 1.2):
+        pitch = None
+    if pitch is None:
+        notes.append("no grid periodicity found: global thresholds, no lattice split/merge")
+        scale = max(1, int(np.ceil(max(data.shape) / 1024)))
+    else:
+        scale = max(1, int(round(pitch / segment.WORK_PITCH_PX)))
+    work = segment.block_mean(data, scale, keep_remainder=True)
+    pitch_work = pitch / scale if pitch else None
+
+    if method == "ptolemy":
+        labels, smooth, bar, min_area = _ptolemy_segments(work)
+    else:
+        seg = segment.segment(work, pitch_work)
+        labels, smooth, bar, min_area = seg.labels, seg.smooth, seg.bar, seg.min_area
+    if labels.max() == 0:
+        notes.append("no square-like segment found")
+        return SquareResult([], pitch_px=pitch, notes=notes, working_scale=scale)
+
+    if pitch is not None and method == "robust":
+        # The autocorrelation angle is exact to a few hundredths of a degree; Brent on the
+        # hulls of digitised segments is biased towards rational slopes at working scale.
+        theta = float(lat.angle_deg)
+    else:
+        theta = geometry.grid_angle(geometry.hulls(labels), None)
+    boxes = geometry.aligned_boxes(labels, theta)
+    if pitch_work is not None and method == "robust":
+        labels, changed = geometry.split_merge(labels, boxes, pitch_work)
+        if changed:
+            boxes = geometry.aligned_boxes(labels, theta)
+    m = measure.measure(work, smooth, labels, bar)
+    idx = boxes.ids - 1
+    keep = m.count[idx] >= min_area
+    if not keep.any():
+        notes.append("no square-like segment found")
+        return SquareResult([], grid_angle_deg=theta, pitch_px=pitch, notes=notes, working_scale=scale)
+    idx = idx[keep]
+    corners = boxes.corners()[keep] * scale + (scale - 1) / 2.0
+    du = (boxes.u1 - boxes.u0)[keep]
+    dv = (boxes.v1 - boxes.v0)[keep]
+    area = du * dv * scale * scale
+    edge = m.touches_edge[idx]
+    full = ~edge
+    ref_area = float(np.median(area[full])) if full.any() else float(np.median(area))
+    visible = np.where(edge, np.minimum(area / max(ref_area, 1e-9), 1.0), 1.0)
+    count, mean, std, bar_k = m.count[idx], m.mean[idx], m.std[idx], m.bar[idx]
+    sub = measure.Measurements(count, mean, std, bar_k, m.peak[idx], edge)
+    i0, thick, rel, med_level = measure.ice_estimates(sub, full)
+    if i0 is None:
+        notes.append("no vacuum (broken/empty square) found: I0 unknown, relative thickness only")
+    seg_area = count * scale * scale
+    x = score.feature_matrix(area, mean - bar_k, std, seg_area, visible, edge, ref_area, med_level)
+
+    targets = []
+    for k in range(len(idx)):
+        c = corners[k]
+        targets.append(Target(
+            kind="square",
+            center=(float(c[:, 0].mean()), float(c[:, 1].mean())),
+            vertices=tuple((float(r), float(cc)) for r, cc in c),
+            area=float(area[k]),
+            score=0.0,
+            brightness=float(mean[k]),
+            features={
+                "segment_area": float(seg_area[k]),
+                "std": float(std[k]),
+                "visible_fraction": float(visible[k]),
+                "touches_edge": bool(edge[k]),
+                "ice_thickness_nm": None if i0 is None else float(thick[k]),
+                "relative_thickness": float(rel[k]),
+                "bar_level": float(bar_k[k]),
+            },
+        ))
+    scores, used = _score(img, targets, x, scorer)
+    targets = [t.with_score(s) for t, s in zip(targets, scores, strict=True)]
+    return SquareResult(rank(targets), grid_angle_deg=float(theta), pitch_px=pitch, i0=i0, notes=notes,
+                        working_scale=scale, scorer=used)
+
+
+def _score(img: Image, targets: list[Target], x: np.ndarray, scorer: str) -> tuple[np.ndarray, str]:
+    if scorer == "none":
+        return np.zeros(len(targets)), "none"
+    if scorer in ("auto", "cnn"):
+        cnn = _cnn_scores(img, targets)
+        if cnn is not None:
+            return np.clip(np.asarray(cnn, float), 0, 1), "cnn"
+        if scorer == "cnn":
+            raise PtolemyInputError("the square CNN scorer has no shipped weights in this installation")
+    model = score.load_interpretable()
+    if model is None:
+        return score.fallback_scores(x), "rule"
+    return score.logistic_scores(x, model), "interpretable"
+
+
+def _ptolemy_segments(work: np.ndarray):
+    """The published segmentation: global mixture threshold, 8-connected flood fill."""
+    smooth = work
+    mix = segment.fit_mixture(work)
+    mask = work > mix.threshold
+    labels, _ = ndi.label(mask, structure=np.ones((3, 3), int))
+    bar = np.full(work.shape, mix.means[0], np.float32)
+    return labels.astype(np.int32), smooth, bar, 30.0
