@@ -103,6 +103,8 @@ def run(args: argparse.Namespace) -> int:
           file=sys.stderr)
     for r in result.records:
         if r.status == "error":
-            print(f"ptolemy batch: error: {r.file}: {r.error}", file=sys.stderr)
+            # Reading errors already start with the path.
+            msg = r.error if r.error.startswith(r.file) else f"{r.file}: {r.error}"
+            print(f"ptolemy batch: error: {msg}", file=sys.stderr)
     print(result.summary_jsonl)
     return 1 if result.n_error else 0
