@@ -1,15 +1,71 @@
-"""`ptolemy medmag` (not implemented yet)."""
+"""`ptolemy medmag PATH [-f txt|json] [-o OUT] [--pixel-size NM] [--i0 VALUE] [--frame K] [--method ...]`.
+
+Drop-in for Ptolemy's ``medmag_cli.py``: ``-f json`` prints one line, a list
+sorted by score with ``center`` [x, y], ``vertices``, ``area``, ``score`` as
+Ptolemy, then extras (``radius``, ``ellipse``, ``ice_thickness_nm``, ``cut``,
+``lattice_index`` ...). The image's lattice is attached to every hole as
+``lattice`` = ``{"kind", "basis": [[x, y], [x, y]], "origin": [x, y]}`` so each
+line stays self-contained.
+"""
 
 from __future__ import annotations
 
 import argparse
 
-from ..errors import PtolemyUnavailableError
+from . import common
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("args", nargs=argparse.REMAINDER)
+    common.add_image_arguments(parser)
+    common.add_output_arguments(parser)
+    parser.add_argument("--i0", type=float, default=None, metavar="VALUE",
+                        help="vacuum intensity (counts) for ice thickness; default: estimated from empty holes")
+    parser.add_argument("--method", choices=("lattice", "unet"), default="lattice",
+                        help="hole localisation: lattice (default) or unet (needs model weights)")
 
 
 def run(args: argparse.Namespace) -> int:
-    raise PtolemyUnavailableError("'ptolemy medmag' is not implemented yet in this version")
+    from ..formats import to_txt
+    from ..holes import find_holes
+
+    if hasattr(common, "load_image_arg"):
+        image = common.load_image_arg(args)
+    else:  # pragma: no cover - older common.py
+        from ..io import read_image
+
+        image = read_image(args.path, frame=args.frame, pixel_size_nm=args.pixel_size)
+    result = find_holes(image, i0=args.i0, method=args.method)
+    common.print_notes([n for n in result.notes if n not in image.notes])
+    targets = result.targets
+    if result.lattice is not None:
+        lattice = result.lattice.to_json()
+        for t in targets:
+            t.features["lattice"] = lattice
+    text = _json_line(targets) if args.format == "json" else to_txt(targets)
+    common.emit(text, args.output)
+    return 0
+
+
+def _json_line(targets) -> str:
+    """``formats.to_json_line``, with nested dict features (``ellipse``, ``lattice``) kept as objects."""
+    import json
+    from dataclasses import replace
+
+    from ..formats import target_to_dict
+
+    records = []
+    for t in targets:
+        nested = {k: v for k, v in t.features.items() if isinstance(v, dict)}
+        plain = replace(t, features={k: v for k, v in t.features.items() if k not in nested})
+        rec = target_to_dict(plain)
+        out = {}
+        for key in list(rec):
+            out[key] = rec[key]
+        for key, value in t.features.items():
+            if key in nested:
+                out[key] = json.loads(json.dumps(value))
+        # keep the features' own order after the Ptolemy fields
+        base = [k for k in rec if k not in t.features]
+        order = base + [k for k in t.features]
+        records.append({k: out[k] for k in order if k in out})
+    return json.dumps(records, separators=(", ", ": "), allow_nan=False)
