@@ -321,3 +321,17 @@ def test_cli_report(tmp_path: Path):
     assert proc.returncode == 2 and proc.stderr.strip() == "ptolemy report: error: nothere: not a folder"
     help_text = _cli("report", "--help", cwd=tmp_path).stdout
     assert "SESSION_DIR layout" in help_text and "<stem>.targets.json" in help_text
+
+
+def test_svg_histogram_bar_heights_and_outlier_clipping():
+    from ptolemy_core.review.report import svg_histogram
+
+    svg = svg_histogram([0.05, 0.05, 0.95, float("nan")], title="s", xlabel="score", value_range=(0, 1),
+                        bins=10, height=236)  # plot height 236 - 24 - 36 = 176 px
+    heights = [float(h) for h in re.findall(r'<rect [^>]*height="([0-9.]+)"', svg)]
+    assert heights == [176.0] + [0.0] * 8 + [88.0]
+    assert "(n=3)" in svg and svg.startswith("<svg") and svg.endswith("</svg>")
+    values = list(np.linspace(20, 60, 99)) + [5000.0]
+    svg = svg_histogram(values, title="ice", xlabel="nm")
+    assert "values above 60 counted in the last bar" in svg
+    assert "no data" in svg_histogram([], title="x", xlabel="y")

@@ -322,7 +322,18 @@ def svg_histogram(
         parts.append(f'<text x="{width / 2:.0f}" y="{height / 2:.0f}" text-anchor="middle">no data</text>'
                      "</svg>")
         return "".join(parts)
-    lo, hi = value_range if value_range else _nice_range(float(v.min()), float(v.max()))
+    clipped = ""
+    if value_range:
+        lo, hi = value_range
+    else:
+        top = float(v.max())
+        # A few wild values (e.g. ice thickness of an opaque square) must not squash the rest.
+        limit = 2 * float(np.percentile(v, 95))
+        if len(v) >= 20 and top > limit > 0:
+            top = float(v[v <= limit].max())
+        lo, hi = _nice_range(float(v.min()), top)
+        if float(v.max()) > hi:
+            clipped = f"; values above {hi:.3g} counted in the last bar"
     counts, edges = np.histogram(np.clip(v, lo, hi), bins=bins, range=(lo, hi))
     cmax = max(1, int(counts.max()))
     bw = pw / bins
@@ -344,7 +355,8 @@ def svg_histogram(
                      f'<text x="{x:.1f}" y="{top + ph + 15}" text-anchor="middle">{val:.3g}</text>')
     parts.append(f'<text x="{left - 4}" y="{top + 4}" text-anchor="end">{cmax}</text>'
                  f'<text x="{left - 4}" y="{top + ph}" text-anchor="end">0</text>')
-    parts.append(f'<text x="{left + pw / 2:.0f}" y="{height - 4}" text-anchor="middle">{_esc(xlabel)}</text>')
+    parts.append(f'<text x="{left + pw / 2:.0f}" y="{height - 4}" text-anchor="middle">'
+                 f"{_esc(xlabel + clipped)}</text>")
     parts.append("</svg>")
     return "".join(parts)
 
@@ -495,15 +507,17 @@ def render_report(
     out.append("</tbody></table>")
 
     # Histograms over the whole session.
+    # Histograms over the whole session (only for the kinds present).
     out.append('<h2 id="histograms">Histograms</h2><div class="hists">')
-    out.append(svg_histogram([t.score for t in squares], title="square scores", xlabel="score",
-                             value_range=(0, 1), color_by_score=True))
-    out.append(svg_histogram([t.score for t in holes], title="hole scores", xlabel="score",
-                             value_range=(0, 1), color_by_score=True))
-    out.append(svg_histogram([_ice(t) for t in squares], title="square ice thickness",
-                             xlabel="ice thickness (nm)"))
-    out.append(svg_histogram([_ice(t) for t in holes], title="hole ice thickness",
-                             xlabel="ice thickness (nm)"))
+    for name, ts in (("square", squares), ("hole", holes)):
+        if not ts:
+            continue
+        out.append(svg_histogram([t.score for t in ts], title=f"{name} scores", xlabel="score",
+                                 value_range=(0, 1), color_by_score=True))
+        out.append(svg_histogram([_ice(t) for t in ts], title=f"{name} ice thickness",
+                                 xlabel="ice thickness (nm)"))
+    if not squares and not holes:
+        out.append('<p class="muted">no targets in this session</p>')
     out.append("</div>")
 
     for grid, its in grids.items():
