@@ -54,9 +54,7 @@ def run(args: argparse.Namespace) -> int:
             why = getattr(exc, "strerror", None) or exc
             raise PtolemyInputError(f"cannot read targets {args.targets}: {why}") from None
         default_kind = TARGET_KIND[args.kind] if args.kind else None
-        targets = from_json(text, kind=default_kind)
-        if not text.strip():
-            targets = []
+        targets = from_json(text, kind=default_kind) if text.strip() else []
         kind = args.kind or kind_of_targets(targets)
     else:
         kind = args.kind
