@@ -63,6 +63,23 @@ def _solve_lower(chol: np.ndarray, b: np.ndarray) -> np.ndarray:
     return solve_triangular(chol, b, lower=True, check_finite=False)
 
 
+def _lbfgs(obj_func, initial_theta, bounds):
+    """scikit-learn's default optimiser (L-BFGS-B on the log marginal likelihood), capped.
+
+    The start is the previous fit (warm start), so a few dozen iterations
+    suffice; the cap bounds the cost of a call on a busy machine.
+    """
+    from scipy.optimize import minimize
+
+    res = minimize(obj_func, initial_theta, method="L-BFGS-B", jac=True, bounds=bounds,
+                   options={"maxiter": MAX_FIT_ITER})
+    return res.x, res.fun
+
+
+#: Iteration cap of the hyper-parameter fit.
+MAX_FIT_ITER = 40
+
+
 def residual_gp(
     x: np.ndarray,
     residual: np.ndarray,
@@ -72,6 +89,7 @@ def residual_gp(
     length_scale: np.ndarray | float,
     length_bounds: tuple[float, float],
     fit: bool,
+    noise: float = 1e-3,
 ) -> ResidualGP:
     """Condition a zero-mean GP on residuals; optionally fit its hyper-parameters.
 
@@ -91,8 +109,10 @@ def residual_gp(
     length_bounds : (float, float)
         Bounds for the fitted length-scales.
     fit : bool
-        Maximise the log marginal likelihood (L-BFGS-B, deterministic start);
-        otherwise keep the given values.
+        Maximise the log marginal likelihood (L-BFGS-B, deterministic start
+        from the given values); otherwise keep the given values.
+    noise : float
+        Initial (unfitted: final) extra white-noise variance for model misfit.
 
     Returns
     -------
@@ -110,7 +130,7 @@ def residual_gp(
     # Outcomes live in 0..1, so the residual variance is at most 1: bounds for the fit.
     kernel = (
         const(amplitude, (1e-4, 1.0)) * rbf(ls if d > 1 else float(ls[0]), length_bounds)
-        + white(1e-3, (1e-6, 0.25))
+        + white(float(np.clip(noise, 1e-6, 0.25)), (1e-6, 0.25))
     )
     if len(residual) == 0:
         latent = kernel.k1
@@ -118,7 +138,7 @@ def residual_gp(
     gpr = gpr_cls(
         kernel=kernel,
         alpha=point_var,
-        optimizer="fmin_l_bfgs_b" if fit else None,
+        optimizer=_lbfgs if fit else None,
         normalize_y=False,
         n_restarts_optimizer=0,
         random_state=0,

@@ -18,7 +18,8 @@ Model (one session)
   straight-line fit of ``t_m`` on ``x`` gives the session's effective mean free
   path λ and I0 error ``k`` (few pairs: λ kept at the default, only ``a`` fitted).
 * **Ranking.** Upper confidence bound ``mean + β sd`` (``ucb_beta`` /
-  ``hole_ucb_beta`` in :class:`AdaptiveSettings`), clipped to 0..1.
+  ``hole_ucb_beta`` in :class:`AdaptiveSettings`), divided by its largest
+  possible value ``1 + β sqrt(amplitude)`` so it reads as a 0..1 score.
 
 Hyper-parameters: amplitude starts at ``p̄(1-p̄)`` (``p̄`` = mean prior score: the
 largest residual variance a 0..1 outcome with that mean rate can have),
@@ -164,6 +165,8 @@ class SessionRanker:
         self._h_ice: list[float] = []
         self._version = 0
         self._cache: dict[str, tuple[int, object]] = {}
+        # Last fitted hyper-parameters per model: (n points at fit, amplitude, length-scales, noise).
+        self._hyper: dict[str, tuple[int, float, np.ndarray, float]] = {}
 
     # ------------------------------------------------------------------ data
     @property
@@ -282,7 +285,6 @@ class SessionRanker:
         return float((self._good(ctf[ok]).sum() + 1.0) / (ok.sum() + 2.0))
 
     def _square_model(self) -> tuple[ResidualGP, np.ndarray, np.ndarray]:
-        s = self.settings
         feats = np.asarray(self._sq_feat, dtype=np.float64)
         prior = np.asarray(self._sq_prior)
         x = _standardise(feats)
@@ -303,14 +305,14 @@ class SessionRanker:
         rows_a = np.asarray(rows, dtype=np.int64)
         p = self._rate()
         pbar = float(np.clip(prior.mean(), 0.05, 0.95)) if len(prior) else 0.5
-        gp = residual_gp(
+        gp = self._fit(
+            "squares",
             x[rows_a] if len(rows_a) else np.zeros((0, x.shape[1] if x.ndim == 2 else 1)),
             np.asarray(y) - prior[rows_a] if len(rows_a) else np.zeros(0),
             p * (1 - p) / np.maximum(np.asarray(n, dtype=np.float64), 1.0),
             amplitude=pbar * (1 - pbar),
             length_scale=1.0,
             length_bounds=(0.1, 20.0),
-            fit=len(rows_a) >= s.min_fit_points,
         )
         return gp, x, prior
 
@@ -326,16 +328,35 @@ class SessionRanker:
         scale = float(np.std(finite_t)) if len(finite_t) > 1 else 50.0
         pbar = float(np.clip(prior.mean(), 0.05, 0.95)) if len(prior) else 0.5
         p = self._rate()
-        gp = residual_gp(
+        gp = self._fit(
+            "holes",
             t[idx, None],
             self._good(ctf[idx]) - prior[idx],
             np.full(len(idx), p * (1 - p)),
             amplitude=pbar * (1 - pbar),
             length_scale=float(np.clip(scale, 5.0, 1000.0)),
             length_bounds=(5.0, 1000.0),
-            fit=len(idx) >= s.min_fit_points,
         )
         return gp, t
+
+    def _fit(self, key, x, resid, var, *, amplitude, length_scale, length_bounds) -> ResidualGP:
+        """Condition the GP; re-fit hyper-parameters only when the data grew by ``refit_growth``.
+
+        Between re-fits the last fitted values are reused (conditioning is cheap,
+        maximising the marginal likelihood is not); a re-fit starts from them.
+        """
+        n = len(resid)
+        last = self._hyper.get(key)
+        noise = 1e-3
+        if last is not None:
+            _, amplitude, length_scale, noise = last
+        fit = n >= self.settings.min_fit_points and (
+            last is None or n >= self.settings.refit_growth * last[0] or n < last[0])
+        gp = residual_gp(x, resid, var, amplitude=amplitude, length_scale=length_scale,
+                         length_bounds=length_bounds, fit=fit, noise=noise)
+        if fit:
+            self._hyper[key] = (n, gp.amplitude, gp.length_scales, gp.noise)
+        return gp
 
     def square_scores(self, ids=None) -> Scores:
         """Posterior good-fraction of squares (all registered when ``ids`` is None)."""
@@ -346,10 +367,8 @@ class SessionRanker:
         gp, x, prior = self._cached("squares", self._square_model)
         dm, sd = gp.predict(x[idx])
         mean = np.clip(prior[idx] + dm, 0.0, 1.0)
-        ucb = np.clip(mean + self.settings.ucb_beta * sd, 0.0, 1.0)
-        # Ties at the clip (several squares at 1.0) keep the prior's order.
-        ucb = ucb - 1e-6 * (1.0 - prior[idx])
-        return Scores(self._ids(self._sq_index, idx), prior[idx], mean, sd, np.clip(ucb, 0, 1))
+        ucb = _ucb(mean, sd, prior[idx], self.settings.ucb_beta, gp.amplitude)
+        return Scores(self._ids(self._sq_index, idx), prior[idx], mean, sd, ucb)
 
     def hole_scores(self, ids=None) -> Scores:
         """Posterior good-probability of holes; ``ucb`` is what Leginon should rank by."""
@@ -366,7 +385,7 @@ class SessionRanker:
         if known.any():
             dm[known], sd[known] = gp.predict(ti[known, None])
         mean = np.clip(prior + dm, 0.0, 1.0)
-        ucb = np.clip(mean + self.settings.hole_ucb_beta * sd - 1e-6 * (1.0 - prior), 0.0, 1.0)
+        ucb = _ucb(mean, sd, prior, self.settings.hole_ucb_beta, gp.amplitude)
         return Scores(self._ids(self._h_index, idx), prior, mean, sd, ucb)
 
     def ice_window(self, grid_nm=None, level: float = 0.5) -> tuple[float, float] | None:
@@ -415,6 +434,19 @@ class SessionRanker:
         for k, j in index.items():
             inv[j] = k
         return inv[idx]
+
+
+def _ucb(mean, sd, prior, beta: float, amplitude: float) -> np.ndarray:
+    """UCB ``mean + β sd`` scaled into 0..1 without clipping away its order.
+
+    The latent posterior sd never exceeds the prior sd ``sqrt(amplitude)`` and
+    the mean is in 0..1, so dividing by ``1 + β sqrt(amplitude)`` keeps the
+    score in 0..1 (Leginon reads it as a 0..1 score) and the ranking intact.
+    Exact ties keep the prior's order.
+    """
+    scale = 1.0 + beta * np.sqrt(max(amplitude, 0.0))
+    ucb = (mean + beta * sd) / scale - 1e-9 * (1.0 - prior)
+    return np.clip(ucb, 0.0, 1.0)
 
 
 def _standardise(feats: np.ndarray) -> np.ndarray:

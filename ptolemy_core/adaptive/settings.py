@@ -38,6 +38,10 @@ class AdaptiveSettings:
     min_calibration_points : int
         Ice feedback pairs needed before both λ and the I0 factor are fitted
         (with fewer, only the I0 factor is fitted at the default λ).
+    refit_growth : float
+        Hyper-parameters are re-fitted when the training set has grown by this
+        factor since the last fit (in between they are reused: a fit costs
+        ~0.1–0.3 s, conditioning a few ms).
     max_train_points : int
         The hole GP is conditioned on at most this many most recent exposures
         (exact GP cost grows as n³; ~20 ms at 400 points).
@@ -51,6 +55,7 @@ class AdaptiveSettings:
     lambda_bounds_nm: tuple[float, float] = (150.0, 800.0)
     min_calibration_points: int = 6
     max_train_points: int = 400
+    refit_growth: float = 1.5
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -1,15 +1,139 @@
-"""`ptolemy simulate-session` (not implemented yet)."""
+"""`ptolemy simulate-session`: play simulated screening sessions and compare ranking policies."""
 
 from __future__ import annotations
 
 import argparse
-
-from ..errors import PtolemyUnavailableError
+import sys
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("args", nargs=argparse.REMAINDER)
+    parser.add_argument("--sessions", type=int, default=30, metavar="N",
+                        help="seeded sessions per scenario (default: 30)")
+    parser.add_argument("--seed", type=int, default=1000, help="first seed (default: 1000)")
+    parser.add_argument("--split", choices=("train", "test"), default="test",
+                        help="parameter ranges: 'train' (tuning) or held-out 'test' (default)")
+    parser.add_argument("--budget", type=int, default=100, help="exposures per session (default: 100)")
+    parser.add_argument("--per-square", type=int, default=5, help="exposures per square (default: 5)")
+    parser.add_argument("--interval", type=int, default=1,
+                        help="reorder after more than this many squares (looplearn --interval, default 1)")
+    parser.add_argument("--scenarios", default="usual,thick,thin",
+                        help="comma-separated: usual, thick, thin (default: all)")
+    parser.add_argument("--policies", default="random,prior,reference-gp,ours",
+                        help="comma-separated subset of random, prior, reference-gp, ours")
+    parser.add_argument("--ucb-beta", type=float, default=None, help="override the square UCB weight")
+    parser.add_argument("--hole-ucb-beta", type=float, default=None, help="override the hole UCB weight")
+    parser.add_argument("--tune", action="store_true",
+                        help="grid-search the UCB weights (use with --split train) and print the grid")
+    parser.add_argument("--plot", default=None, metavar="PNG", help="write cumulative-good curves (PNG)")
+    parser.add_argument("--json", default=None, metavar="PATH", help="write per-session counts (JSON)")
+
+
+def _table(res: dict, scenarios, policies) -> str:
+    import numpy as np
+
+    lines = ["| scenario | sessions | " + " | ".join(policies) + " | ours vs prior | ours < prior |",
+             "|---|---:|" + "---:|" * len(policies) + "---:|---:|"]
+    for sc in scenarios:
+        good = res["good"][sc]
+        n = len(next(iter(good.values())))
+        cells = [f"{np.mean(good[p]):.1f} ± {np.std(good[p]):.1f}" for p in policies]
+        gain = ""
+        worse = ""
+        if "ours" in good and "prior" in good:
+            gain = f"{100 * (np.mean(good['ours']) / max(np.mean(good['prior']), 1e-9) - 1):+.0f} %"
+            worse = f"{int(np.sum(np.asarray(good['ours']) < np.asarray(good['prior'])))}/{n}"
+        lines.append(f"| {sc} | {n} | " + " | ".join(cells) + f" | {gain} | {worse} |")
+    return "\n".join(lines)
+
+
+def _plot(res: dict, scenarios, policies, path: str, budget: int) -> None:
+    from PIL import Image, ImageDraw
+
+    colours = {"random": (150, 150, 150), "prior": (31, 119, 180), "reference-gp": (255, 127, 14),
+               "ours": (44, 160, 44)}
+    pw, ph, m = 360, 300, 40
+    img = Image.new("RGB", (pw * len(scenarios), ph + 40), "white")
+    d = ImageDraw.Draw(img)
+    for k, sc in enumerate(scenarios):
+        x0, y0 = k * pw + m, 30
+        w, h = pw - m - 15, ph - 60
+        d.rectangle([x0, y0, x0 + w, y0 + h], outline=(0, 0, 0))
+        d.text((x0, 8), f"{sc} sessions: mean good exposures", fill=(0, 0, 0))
+        for frac in (0, 0.5, 1.0):
+            yy = y0 + h - frac * h
+            d.line([x0 - 4, yy, x0, yy], fill=(0, 0, 0))
+            d.text((x0 - 30, yy - 6), f"{frac * budget:.0f}", fill=(0, 0, 0))
+            xx = x0 + frac * w
+            d.text((xx - 8, y0 + h + 4), f"{frac * budget:.0f}", fill=(0, 0, 0))
+        d.text((x0 + w // 2 - 30, y0 + h + 18), "exposures", fill=(0, 0, 0))
+        for p in policies:
+            curve = res["curves"][sc][p]
+            pts = [(x0 + (i + 1) / budget * w, y0 + h - v / budget * h) for i, v in enumerate(curve)]
+            if len(pts) > 1:
+                d.line(pts, fill=colours.get(p, (0, 0, 0)), width=2)
+    for j, p in enumerate(policies):
+        x = 10 + j * 150
+        d.line([x, ph + 25, x + 25, ph + 25], fill=colours.get(p, (0, 0, 0)), width=3)
+        d.text((x + 30, ph + 19), p, fill=(0, 0, 0))
+    img.save(path)
 
 
 def run(args: argparse.Namespace) -> int:
-    raise PtolemyUnavailableError("'ptolemy simulate-session' is not implemented yet in this version")
+    import json
+    from dataclasses import replace
+
+    import numpy as np
+
+    from ..adaptive import AdaptiveSettings
+    from ..adaptive.simulate import POLICIES, SCENARIOS, run_benchmark
+    from ..errors import PtolemyInputError
+
+    scenarios = [s.strip() for s in args.scenarios.split(",") if s.strip()]
+    policies = [p.strip() for p in args.policies.split(",") if p.strip()]
+    for s in scenarios:
+        if s not in SCENARIOS:
+            raise PtolemyInputError(f"unknown scenario {s!r} (choose from {', '.join(SCENARIOS)})")
+    for p in policies:
+        if p not in POLICIES:
+            raise PtolemyInputError(f"unknown policy {p!r} (choose from {', '.join(POLICIES)})")
+    if args.sessions < 1 or args.budget < 1 or args.per_square < 1:
+        raise PtolemyInputError("--sessions, --budget and --per-square must be positive")
+    settings = AdaptiveSettings()
+    if args.ucb_beta is not None:
+        settings = replace(settings, ucb_beta=args.ucb_beta)
+    if args.hole_ucb_beta is not None:
+        settings = replace(settings, hole_ucb_beta=args.hole_ucb_beta)
+    seeds = range(args.seed, args.seed + args.sessions)
+    common = dict(split=args.split, budget=args.budget, per_square=args.per_square, interval=args.interval)
+    if args.tune:
+        print("| ucb_beta | hole_ucb_beta | " + " | ".join(scenarios) + " | mean |")
+        print("|---:|---:|" + "---:|" * len(scenarios) + "---:|")
+        best = None
+        for beta in (0.0, 0.5, 1.0, 2.0):
+            for hbeta in (0.0, 0.5, 1.0):
+                s = replace(settings, ucb_beta=beta, hole_ucb_beta=hbeta)
+                res = run_benchmark(seeds, scenarios=scenarios, policies=("ours",), settings=s, **common)
+                means = [float(np.mean(res["good"][sc]["ours"])) for sc in scenarios]
+                print(f"| {beta} | {hbeta} | " + " | ".join(f"{v:.1f}" for v in means)
+                      + f" | {np.mean(means):.1f} |", flush=True)
+                if best is None or np.mean(means) > best[0]:
+                    best = (float(np.mean(means)), beta, hbeta)
+        print(f"best: ucb_beta={best[1]} hole_ucb_beta={best[2]} (mean {best[0]:.1f} good exposures)")
+        return 0
+    res = run_benchmark(seeds, scenarios=scenarios, policies=policies, settings=settings, **common)
+    print(f"good exposures (CTF < {settings.ctf_good_A:g} Å) in a budget of {args.budget}, "
+          f"{args.per_square} per square, split {args.split}, "
+          f"seeds {args.seed}..{args.seed + args.sessions - 1}, "
+          f"ucb_beta {settings.ucb_beta:g}, hole_ucb_beta {settings.hole_ucb_beta:g} (mean ± sd)")
+    print(_table(res, scenarios, policies))
+    oracle = ", ".join(f"{sc} {np.mean(res['oracle'][sc]):.1f}" for sc in scenarios)
+    print(f"best possible (all good holes known): {oracle}")
+    if args.plot:
+        _plot(res, scenarios, policies, args.plot, args.budget)
+        print(f"plot: {args.plot}", file=sys.stderr)
+    if args.json:
+        from ..atomic import write_atomic
+
+        write_atomic(args.json, json.dumps({"good": res["good"], "oracle": res["oracle"],
+                                            "settings": settings.to_dict(), "args": common}, indent=1))
+    return 0

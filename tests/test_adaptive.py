@@ -1,0 +1,158 @@
+"""The session-adaptive ranker: update direction, ice calibration, simulated sessions."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from ptolemy_core.adaptive import AdaptiveSettings, SessionRanker, fit_ice_calibration
+from ptolemy_core.adaptive.simulate import make_session, play
+from ptolemy_core.errors import PtolemyInputError
+
+pytest.importorskip("sklearn")
+
+
+def two_group_ranker(seed=0):
+    """20 squares in two clusters of feature space (A: 0-9, B: 10-19), equal priors."""
+    rng = np.random.default_rng(seed)
+    a = rng.normal([0.0, 0.0], 0.1, size=(10, 2))
+    b = rng.normal([5.0, 5.0], 0.1, size=(10, 2))
+    r = SessionRanker()
+    r.add_squares(range(20), np.vstack([a, b]), np.full(20, 0.5))
+    return r
+
+
+def visit_square(r, square_id, ctfs, first_hole_id):
+    n = len(ctfs)
+    ids = list(range(first_hole_id, first_hole_id + n))
+    r.add_holes(ids, square_ids=square_id, intensity=np.full(n, 500.0), i0=1000.0, prior=np.full(n, 0.5))
+    r.record_visits(ids, ctfs, np.full(n, 100.0))
+    return first_hole_id + n
+
+
+def test_no_feedback_keeps_prior_order():
+    r = SessionRanker()
+    prior = np.array([0.2, 0.9, 0.5, 0.7])
+    r.add_squares(range(4), np.arange(8.0).reshape(4, 2), prior)
+    s = r.square_scores()
+    assert list(np.argsort(-s.ucb)) == [1, 3, 2, 0]
+    np.testing.assert_allclose(s.mean, prior)
+
+
+@pytest.mark.parametrize("ctf, direction", [(8.0, -1), (3.0, +1)])
+def test_square_update_direction(ctf, direction):
+    r = two_group_ranker()
+    before = r.square_scores()
+    nxt = 0
+    for sq in (0, 1, 2):  # three squares of group A report 8 exposures each
+        nxt = visit_square(r, sq, [ctf] * 8, nxt)
+    after = r.square_scores()
+    change_a = after.mean[3:10] - before.mean[3:10]
+    change_b = after.mean[10:] - before.mean[10:]
+    # Unvisited look-alikes of the visited squares move in the feedback's direction ...
+    assert np.all(direction * change_a > 0.15)
+    # ... far more than the squares that look different.
+    assert np.all(np.abs(change_b) < 0.5 * np.abs(change_a).min())
+    # Posterior sd shrinks near the data (exploration goes elsewhere).
+    assert after.sd[3:10].max() < after.sd[10:].min()
+
+
+def test_ucb_beta_trades_exploitation_for_exploration():
+    r = two_group_ranker()
+    nxt = 0
+    for sq in (0, 1):
+        nxt = visit_square(r, sq, [3.0] * 5 + [8.0] * 3, nxt)  # group A: 5/8 good
+    s = r.square_scores()
+    assert s.sd[15] > s.sd[5]
+    greedy = SessionRanker(AdaptiveSettings(ucb_beta=0.0))
+    explore = SessionRanker(AdaptiveSettings(ucb_beta=3.0))
+    for rk in (greedy, explore):
+        rk.add_squares(range(20), np.asarray(r._sq_feat), np.full(20, 0.5))
+        nxt = 0
+        for sq in (0, 1):
+            nxt = visit_square(rk, sq, [3.0] * 5 + [8.0] * 3, nxt)
+    g, e = greedy.square_scores(), explore.square_scores()
+    assert np.argmax(g.ucb) < 10  # exploit the known-good cluster
+    assert np.argmax(e.ucb) >= 10  # explore the unknown one
+
+
+def test_ice_calibration_recovers_lambda_and_i0_factor():
+    rng = np.random.default_rng(3)
+    t = rng.uniform(10, 150, 40)
+    i0_true = 200.0
+    intensity = i0_true * np.exp(-t / 300.0)
+    i0_finder = i0_true / 1.2  # the finder's I0 is 1.2x too low
+    measured = t + rng.normal(0, 2.0, t.size)
+    cal = fit_ice_calibration(intensity, np.full(t.size, i0_finder), measured)
+    assert cal.fitted_lambda and cal.n_pairs >= 38
+    assert cal.lambda_nm == pytest.approx(300.0, rel=0.03)
+    assert cal.i0_factor == pytest.approx(1.2, rel=0.03)
+    assert cal.rmse_nm < 3.0
+    np.testing.assert_allclose(cal.thickness(intensity, i0_finder), t, atol=6.0)
+    # Two pairs only: λ stays at the default, the I0 factor is still fitted.
+    few = fit_ice_calibration(intensity[:2], [i0_finder] * 2, t[:2])
+    assert not few.fitted_lambda and few.lambda_nm == AdaptiveSettings().lambda_nm
+    assert few.thickness(intensity[:2], i0_finder) == pytest.approx(t[:2], abs=10.0)
+    # An outlier (a failed ice measurement) does not move the fit.
+    bad = measured.copy()
+    bad[0] = 900.0
+    robust = fit_ice_calibration(intensity, [i0_finder] * t.size, bad)
+    assert robust.lambda_nm == pytest.approx(300.0, rel=0.03)
+
+
+def test_holes_rerank_to_the_learned_ice_window():
+    """Prior favours thin ice; feedback says thick ice is good -> thick holes move up."""
+    lam, i0 = 350.0, 1000.0
+    r = SessionRanker()
+    rng = np.random.default_rng(1)
+    t = rng.uniform(10, 160, 60)
+    prior = np.exp(-0.5 * ((t - 40) / 25) ** 2)  # the usual ~40 nm preference
+    r.add_holes(range(60), square_ids=0, intensity=i0 * np.exp(-t / lam), i0=i0, prior=prior)
+    ctf = np.where((t > 80) & (t < 140), 3.5, 9.0)
+    r.record_visits(range(40), ctf[:40], t[:40])
+    s = r.hole_scores(range(40, 60))
+    tt = t[40:]
+    good = (tt > 85) & (tt < 135)
+    thin = tt < 60
+    assert good.any() and thin.any()
+    assert s.mean[good].min() > s.mean[thin].max()
+    lo, hi = r.ice_window()
+    assert 70 <= lo <= 95 and 125 <= hi <= 150
+    np.testing.assert_allclose(r.hole_thickness(range(60)), t, atol=1.0)
+
+
+def test_settings_from_dict_rejects_unknown_keys():
+    assert AdaptiveSettings.from_dict({"ucb_beta": "2"}).ucb_beta == 2.0
+    with pytest.raises(PtolemyInputError, match="^unknown adaptive setting\\(s\\): beta$"):
+        AdaptiveSettings.from_dict({"beta": 1})
+    r = SessionRanker()
+    r.add_squares([4], [[1.0]], [0.5])
+    with pytest.raises(PtolemyInputError, match="^square id 4 already registered$"):
+        r.add_squares([4], [[1.0]], [0.5])
+    assert r.record_visits([99], [3.0], [50.0]) == [99]
+
+
+def test_simulated_session_end_to_end():
+    """Whole sessions in Leginon's call order; ours beats prior-only where the prior is wrong."""
+    goods = {"prior": [], "ours": []}
+    for seed in (11, 12):
+        session = make_session(seed, "thick", "test")
+        for policy in goods:
+            res = play(session, policy, budget=40, per_square=5)
+            assert res.exposures == 40 and res.squares == 8
+            assert np.all(np.diff(res.cumulative) >= 0) and res.cumulative[-1] == res.good
+            goods[policy].append(res.good)
+    assert sum(goods["ours"]) > sum(goods["prior"])
+
+
+def test_simulate_session_cli(tmp_path, capsys):
+    from ptolemy_core.cli.main import main
+
+    png = tmp_path / "curves.png"
+    rc = main(["simulate-session", "--sessions", "1", "--budget", "20", "--scenarios", "usual",
+               "--policies", "random,prior,reference-gp", "--plot", str(png)])
+    out = capsys.readouterr().out
+    assert rc == 0
+    assert "| scenario | sessions | random | prior | reference-gp | ours vs prior | ours < prior |" in out
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert main(["simulate-session", "--scenarios", "odd"]) == 2
