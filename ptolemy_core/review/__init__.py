@@ -8,8 +8,13 @@ from .overlay import (
     score_colors,
     target_flags,
 )
+from .report import build_report, scan_session, svg_histogram, write_report
 
 __all__ = [
+    "build_report",
+    "scan_session",
+    "svg_histogram",
+    "write_report",
     "DisplayTransform",
     "draw_overlay",
     "render_overlay",
