@@ -1,0 +1,136 @@
+"""Hole finder: lattice recovery, centres, bars, contrast regimes, JSON contract, bad inputs."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from ptolemy_core.errors import PtolemyInputError, PtolemyUnavailableError
+from ptolemy_core.formats import from_json
+from ptolemy_core.holes import find_holes
+from ptolemy_core.synth.square_image import simulate_square_image
+
+CLEAN = dict(defect_rate=0.0, film_blobs_per_cell=0.0, bar=False)
+
+
+def _truth_basis(truth):
+    return np.array(truth["lattice"]["basis"], float)[:, ::-1]  # rows (row, col)
+
+
+def _same_lattice(found, truth_basis, tol=0.01):
+    """Every found vector is an integer combination of the truth basis within tol, same cell area."""
+    coef = np.linalg.solve(truth_basis.T, found.T).T
+    assert np.abs(coef - np.rint(coef)).max() < tol * 3, coef
+    assert abs(abs(np.linalg.det(found)) / abs(np.linalg.det(truth_basis)) - 1) < 2 * tol
+    for v in found:  # each vector within 1 % of the truth vector it stands for
+        t = np.rint(np.linalg.solve(truth_basis.T, v)) @ truth_basis
+        assert np.linalg.norm(v - t) < tol * np.linalg.norm(t)
+
+
+@pytest.mark.parametrize("seed,lattice,kw", [
+    (101, "square", dict(film="gold")),
+    (102, "oblique", dict(film="carbon", contrast="normal", tilt_deg=35.0)),
+    (103, "hex", dict(film="carbon", contrast="normal")),
+    (104, "square", dict(film="carbon", contrast="normal")),
+])
+def test_lattice_and_centres(seed, lattice, kw):
+    rng = np.random.default_rng(seed)
+    s = simulate_square_image(seed, shape=(768, 1024), lattice=lattice, angle_deg=float(rng.uniform(0, 180)),
+                              hole_px=float(rng.uniform(25, 60)), dose=60.0, **CLEAN, **kw)
+    res = find_holes(s.data)
+    assert res.lattice is not None
+    _same_lattice(res.lattice.basis, _truth_basis(s.truth))
+    assert res.lattice.kind == ("hex" if lattice == "hex" else res.lattice.kind)
+    truth = np.array([h["center"][::-1] for h in s.truth["holes"]
+                      if h["visible_fraction"] >= 0.5 and h["in_image"]])
+    found = np.array([t.center for t in res.targets])
+    d = np.linalg.norm(truth[:, None, :] - found[None], axis=2)
+    nearest = d.min(axis=1)
+    assert np.median(nearest) < 1.0 and np.percentile(nearest, 95) < 2.0
+    assert abs(len(found) - len(truth)) <= max(2, 0.02 * len(truth))
+
+
+def test_inverted_contrast_found():
+    s = simulate_square_image(7, shape=(768, 1024), film="carbon", contrast="inverted", contrast_value=-0.06,
+                              hole_px=40.0, dose=50.0, **CLEAN)
+    res = find_holes(s.data)
+    assert any("inverted" in n for n in res.notes)
+    n_truth = sum(h["visible_fraction"] >= 0.5 and h["in_image"] for h in s.truth["holes"])
+    assert abs(len(res.targets) - n_truth) <= 2
+
+
+def test_no_detections_on_bar():
+    s = simulate_square_image(21, shape=(768, 1024), film="carbon", contrast="normal", hole_px=40.0, dose=60.0,
+                              defect_rate=0.0, film_blobs_per_cell=0.0, bar=True)
+    bar = s.truth["bar"]
+    res = find_holes(s.data)
+    normal = np.array(bar["normal"])[::-1]
+    point = np.array(bar["point"])[::-1]
+    signed = np.array([(np.array(t.center) - point) @ normal for t in res.targets])
+    radius = np.median([h["radius"] for h in s.truth["holes"]])
+    assert (signed < radius + bar["roughness_px"]).all()
+    assert len(res.targets) > 10
+
+
+def test_constant_and_tiny_images():
+    assert find_holes(np.full((200, 300), 7.0)).targets == []
+    assert find_holes(np.zeros((16, 16))).targets == []
+    assert find_holes(np.random.default_rng(0).poisson(20, (20, 20)).astype(float)).targets == []
+
+
+def test_bad_inputs():
+    with pytest.raises(PtolemyInputError, match="unknown hole-finding method 'magic'"):
+        find_holes(np.ones((64, 64)), method="magic")
+    with pytest.raises(PtolemyInputError, match="i0 must be a positive number"):
+        find_holes(np.ones((64, 64)), i0=-1.0)
+    with pytest.raises(PtolemyInputError, match="expected a 2-D image"):
+        find_holes(np.ones((2, 3, 4)))
+
+
+def test_unet_method_unavailable_without_weights():
+    s = simulate_square_image(1, shape=(256, 256), **CLEAN)
+    with pytest.raises(PtolemyUnavailableError, match="unet"):
+        find_holes(s.data, method="unet")
+
+
+def test_thickness_with_given_i0():
+    s = simulate_square_image(31, shape=(768, 1024), film="gold", hole_px=50.0, dose=150.0, falloff=0.0,
+                              gain_sigma=0.0, **CLEAN)
+    res = find_holes(s.data, i0=s.truth["i0"])
+    truth = {tuple(np.round(h["center"][::-1])): h for h in s.truth["holes"]}
+    tc = np.array([k for k in truth])
+    errs = []
+    for t in res.targets:
+        k = np.argmin(np.linalg.norm(tc - np.array(t.center), axis=1))
+        h = truth[tuple(tc[k])]
+        if h["visible_fraction"] == 1:
+            errs.append(t.features["ice_thickness_nm"] - h["ice_thickness_nm"])
+    assert len(errs) > 10 and abs(np.median(errs)) < 8.0
+
+
+def test_cli_json_contract_and_round_trip(tmp_path):
+    s = simulate_square_image(41, shape=(512, 640), film="gold", hole_px=40.0, dose=80.0, **CLEAN)
+    mrc, _ = s.save(tmp_path / "sq")
+    out = tmp_path / "holes.json"
+    proc = subprocess.run([sys.executable, "-m", "ptolemy_core.cli", "medmag", str(mrc), "-f", "json", "-o",
+                           str(out)], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    text = out.read_text()
+    assert text.count("\n") == 1
+    records = json.loads(text)
+    assert records and list(records[0])[:4] == ["center", "vertices", "area", "score"]
+    scores = [r["score"] for r in records]
+    assert scores == sorted(scores, reverse=True)
+    for key in ("radius", "ice_thickness_nm", "ellipse", "cut", "lattice_index", "lattice"):
+        assert key in records[0]
+    targets = from_json(text, kind="hole")
+    direct = find_holes(s.data.astype(np.float32))
+    got = sorted((round(t.center[0], 3), round(t.center[1], 3)) for t in targets)
+    exp = sorted((round(t.center[0], 3), round(t.center[1], 3)) for t in direct.targets)
+    assert got == exp  # x/y swapped back to (row, col)
+    x, y = records[0]["center"]
+    assert any(abs(t.center[1] - x) < 1e-6 and abs(t.center[0] - y) < 1e-6 for t in direct.targets)
