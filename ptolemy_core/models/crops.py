@@ -1,0 +1,152 @@
+"""Image preparation shared by training and inference (so both see exactly the same inputs).
+
+All coordinates are ``(row, col)`` in pixels of the full-resolution image unless a
+name says ``work`` (pixels of the working-scale image, ``full = work * scale``).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy import ndimage as ndi
+
+from .classifiers import HOLE_MIN_SIZE, SQUARE_SIZE
+
+#: Square crops cover the aligned rectangle enlarged by this factor (the rim shows bars/edges).
+SQUARE_RIM = 1.25
+#: Hole crops cover the hole disk enlarged by this factor (half-side = HOLE_RIM * radius).
+HOLE_RIM = 1.3
+
+
+def to_working(data: np.ndarray, scale: float) -> np.ndarray:
+    """Reduce an image by ``scale`` (input px per working px) with area averaging.
+
+    Integer part by block means (cheap, exact area average), the remaining
+    factor by bilinear interpolation. ``scale <= 1`` returns a float32 copy.
+    """
+    data = np.asarray(data, dtype=np.float32)
+    scale = float(scale)
+    if scale <= 1.0 + 1e-6:
+        return data.copy()
+    k = max(1, int(np.floor(scale + 1e-6)))
+    if k > 1:
+        h, w = (data.shape[0] // k) * k, (data.shape[1] // k) * k
+        data = data[:h, :w].reshape(h // k, k, w // k, k).mean(axis=(1, 3), dtype=np.float32)
+    rest = scale / k
+    if rest > 1.0 + 1e-3:
+        out_shape = (max(1, int(round(data.shape[0] / rest))), max(1, int(round(data.shape[1] / rest))))
+        rows = (np.arange(out_shape[0], dtype=np.float32) + 0.5) * rest - 0.5
+        cols = (np.arange(out_shape[1], dtype=np.float32) + 0.5) * rest - 0.5
+        data = ndi.map_coordinates(
+            data, np.meshgrid(rows, cols, indexing="ij"), order=1, mode="nearest"
+        ).astype(np.float32)
+    return data
+
+
+def full_to_work(points_rc: np.ndarray, scale: float) -> np.ndarray:
+    """Full-resolution ``(row, col)`` -> working-scale pixel coordinates (pixel centres kept)."""
+    return (np.asarray(points_rc, dtype=np.float64) + 0.5) / float(scale) - 0.5
+
+
+def work_to_full(points_rc: np.ndarray, scale: float) -> np.ndarray:
+    """Inverse of :func:`full_to_work`."""
+    return (np.asarray(points_rc, dtype=np.float64) + 0.5) * float(scale) - 0.5
+
+
+def square_crops(data: np.ndarray, vertices: list[np.ndarray] | np.ndarray) -> np.ndarray:
+    """Resample each square's aligned rectangle (with rim) to ``SQUARE_SIZE``².
+
+    Parameters
+    ----------
+    data : (H, W) array
+        The atlas.
+    vertices : sequence of (4, 2) arrays
+        Rectangle corners ``(row, col)`` in order around the rectangle.
+
+    Returns
+    -------
+    (N, SQUARE_SIZE, SQUARE_SIZE) float32
+        Raw intensities (normalise with :func:`square_normalisation`). The crop
+        axes follow the rectangle's edges (grid-aligned), so 90° rotations are
+        the natural augmentation.
+    """
+    data = np.asarray(data, dtype=np.float32)
+    n = len(vertices)
+    out = np.zeros((n, SQUARE_SIZE, SQUARE_SIZE), np.float32)
+    if n == 0:
+        return out
+    v = np.asarray(vertices, dtype=np.float64).reshape(n, 4, 2)
+    centre = v.mean(axis=1)
+    e1 = (v[:, 1] - v[:, 0])  # one edge
+    e2 = (v[:, 3] - v[:, 0])  # the adjacent edge
+    side = max(1.0, float(np.median(np.hypot(*e1.T).clip(1) + np.hypot(*e2.T).clip(1)) / 2))
+    # Anti-alias once for the typical square size (squares of one atlas share their size).
+    step = side * SQUARE_RIM / SQUARE_SIZE
+    src = ndi.gaussian_filter(data, 0.5 * step) if step > 1.5 else data
+    t = (np.arange(SQUARE_SIZE) + 0.5) / SQUARE_SIZE - 0.5  # -0.5..0.5
+    a, b = np.meshgrid(t, t, indexing="ij")
+    offsets = a[None, :, :, None] * e2[:, None, None, :] + b[None, :, :, None] * e1[:, None, None, :]
+    pts = centre[:, None, None, :] + SQUARE_RIM * offsets
+    coords = np.stack([pts[..., 0].ravel(), pts[..., 1].ravel()])
+    out[:] = ndi.map_coordinates(src, coords, order=1, mode="nearest").reshape(n, SQUARE_SIZE, SQUARE_SIZE)
+    return out
+
+
+def square_normalisation(crops: np.ndarray) -> tuple[float, float]:
+    """Mean and std over all squares' crop pixels of one atlas (the paper's dose normalisation)."""
+    crops = np.asarray(crops, dtype=np.float64)
+    if crops.size == 0:
+        return 0.0, 1.0
+    mean = float(crops.mean())
+    std = float(crops.std())
+    return mean, (std if std > 0 else 1.0)
+
+
+def square_log_areas(areas: np.ndarray) -> np.ndarray:
+    """``log(area / median area)`` over the atlas's squares (relative size, scale-free)."""
+    areas = np.asarray(areas, dtype=np.float64).clip(1.0)
+    return np.log(areas / np.median(areas)).astype(np.float32) if areas.size else areas.astype(np.float32)
+
+
+def hole_reference(work: np.ndarray, i0: float | None = None) -> tuple[float, bool]:
+    """Intensity reference of a working image and whether it is the vacuum ``I0``.
+
+    ``I0`` when given (finite, > 0); else the 99.5th percentile of the image
+    (thin ice or vacuum), always > 0.
+    """
+    if i0 is not None and np.isfinite(i0) and i0 > 0:
+        return float(i0), True
+    ref = float(np.percentile(work, 99.5))
+    return (ref if ref > 0 else float(np.abs(work).max() or 1.0)), False
+
+
+def square_optical_depth(raw_crops: np.ndarray, i0: float | None) -> tuple[np.ndarray, np.ndarray]:
+    """``log(I/I0)`` of each square's centre (inner half of the crop) and the I0-known flag."""
+    n = len(raw_crops)
+    if i0 is None or not np.isfinite(i0) or i0 <= 0 or n == 0:
+        return np.zeros(n, np.float32), np.zeros(n, np.float32)
+    q = SQUARE_SIZE // 4
+    centre = raw_crops[:, q:SQUARE_SIZE - q, q:SQUARE_SIZE - q].mean(axis=(1, 2))
+    od = 3.0 * np.log(np.clip(centre, 1e-3 * i0, None) / i0).clip(-2.0, 0.5)
+    return od.astype(np.float32), np.ones(n, np.float32)
+
+
+def hole_crop_half(radius_work: float) -> int:
+    """Half-side (working px) of the crop of a hole of radius ``radius_work`` (working px)."""
+    return int(max(HOLE_MIN_SIZE // 2, np.ceil(HOLE_RIM * float(radius_work))))
+
+
+def hole_crop(work: np.ndarray, centre_work: tuple[float, float], half: int, ref: float) -> np.ndarray:
+    """Two-channel hole crop (see :mod:`ptolemy_core.models.classifiers`), ``(2, 2h+1, 2h+1)``.
+
+    Sampled bilinearly around the sub-pixel centre; pixels beyond the image take
+    the nearest edge value.
+    """
+    t = np.arange(-half, half + 1, dtype=np.float64)
+    rr, cc = np.meshgrid(centre_work[0] + t, centre_work[1] + t, indexing="ij")
+    crop = ndi.map_coordinates(work, [rr.ravel(), cc.ravel()], order=1, mode="nearest")
+    crop = crop.reshape(rr.shape).astype(np.float32)
+    sd = float(crop.std())
+    z = (crop - crop.mean()) / (sd if sd > 0 else 1.0)
+    # x3: 100 nm of ice (~0.3 optical depths) becomes ~1 unit, like the z-scored channel.
+    od = 3.0 * np.log(np.clip(crop, ref * 1e-3, None) / ref).clip(-2.0, 0.5)
+    return np.stack([z, od]).astype(np.float32)
