@@ -21,6 +21,8 @@ def _num(value: Any) -> Any:
         return value
     if isinstance(value, (list, tuple)):
         return [_num(v) for v in value]
+    if isinstance(value, dict):
+        return {str(k): _num(v) for k, v in value.items()}
     if hasattr(value, "tolist"):
         return _num(value.tolist())
     if isinstance(value, int):

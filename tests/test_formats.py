@@ -25,8 +25,10 @@ def test_json_is_x_equals_column():
 
 def test_hole_field_order_matches_ptolemy_medmag():
     hole = Target("hole", (3.0, 4.0), ((0, 0), (0, 8), (8, 8), (8, 0)), area=64.0, score=0.9,
-                  brightness=100.0, features={"radius": 3.5})
-    assert list(target_to_dict(hole))[:4] == ["center", "vertices", "area", "score"]
+                  brightness=100.0, features={"radius": 3.5, "ellipse": {"a": 3.5, "b": np.float32(3.0)}})
+    rec = target_to_dict(hole)
+    assert list(rec)[:4] == ["center", "vertices", "area", "score"]
+    assert rec["ellipse"] == {"a": 3.5, "b": 3.0}
 
 
 def test_round_trip_through_json_line():
