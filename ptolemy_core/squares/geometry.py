@@ -26,6 +26,7 @@ def _sorted_pixels(labels: np.ndarray, boundary_only: bool = True):
     if boundary_only:
         # Interior pixels never define a bounding box; keep the outline only.
         eroded = ndi.minimum_filter(labels, size=3, mode="constant", cval=0) == labels
+        eroded &= ndi.maximum_filter(labels, size=3, mode="constant", cval=0) == labels
         mask &= ~eroded
     r, c = np.nonzero(mask)
     lab = labels[r, c]

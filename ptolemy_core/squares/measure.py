@@ -49,7 +49,15 @@ def measure(work: np.ndarray, smooth: np.ndarray, labels: np.ndarray, bar: np.nd
     mean = s1 / safe
     std = np.sqrt(np.maximum(s2 / safe - mean * mean, 0))
     bar_mean = np.bincount(flat, weights=bar.ravel().astype(np.float64), minlength=n + 1)[1:] / safe
-    peak = ndi.maximum(smooth, labels, np.arange(1, n + 1)) if n else np.zeros(0)
+    # Brightest smoothed value per segment, from the top percent of segment pixels only
+    # (that is where any vacuum is); other segments get their mean.
+    peak = mean.copy()
+    inside = smooth[labels > 0]
+    if inside.size:
+        thr = np.percentile(inside[:: max(1, inside.size // 200_000)], 99.0)
+        hot = (smooth >= thr) & (labels > 0)
+        if hot.any():
+            peak = np.maximum(peak, ndi.maximum(smooth[hot], labels[hot], np.arange(1, n + 1)))
     border = np.zeros(n + 1, bool)
     for edge in (labels[0], labels[-1], labels[:, 0], labels[:, -1]):
         border[edge] = True
