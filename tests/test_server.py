@@ -348,3 +348,36 @@ def test_worker_endpoint_and_client(srv, tmp_path, mocker):
     assert client.health(f"http://127.0.0.1:{free}") is None
     # Only loopback workers are ever started.
     assert client.start_worker_background("http://192.0.2.1:8000") is False
+
+
+@pytest.mark.slow
+def test_server_with_real_finders(tmp_path, mocker):
+    """No fakes: a simulated atlas tile and square image through HTTP and the real finders."""
+    synth = pytest.importorskip("ptolemy_core.synth")
+    spy_sq = mocker.spy(state_mod, "run_find_squares")
+    spy_h = mocker.spy(state_mod, "run_find_holes")
+
+    atlas = synth.simulate_atlas(3, shape=(512, 512))
+    square = synth.simulate_square_image(3, shape=(512, 720))
+    s = Running(tmp_path / "st")
+    try:
+        s.post("/initialize_new_session", {"historical_state_paths": []})
+        tile_counts = np.rint(atlas.data).astype(np.int64)
+        r = s.post("/push_lm", {"image": tile_counts.tolist(), "grid_id": 1, "tile_id": 5})
+        assert r.status_code == 200, r.text
+        header, rows = parse_csv(s.get("/current_lm_state").json())
+        expected = spy_sq.spy_return.targets
+        assert len(rows) == len(expected) > 0
+        got = {(int(r[3]), int(r[4])) for r in rows}
+        assert got == {(round(t.center[1]), round(t.center[0])) for t in expected}
+        sq = int(rows[0][0])
+        mm_counts = np.rint(square.data).astype(np.int64)
+        r = s.post("/push_and_evaluate_mm", {"image": mm_counts.tolist(), "grid_id": 1, "square_id": sq,
+                                             "mm_img_id": 1})
+        assert r.status_code == 200, r.text
+        header, holes = parse_csv(r.json())
+        expected = spy_h.spy_return.targets
+        assert header == list(HOLE_COLUMNS) and len(holes) == len(expected) > 0
+        assert all(0 <= float(h[7]) <= 1 for h in holes)
+    finally:
+        s.stop()

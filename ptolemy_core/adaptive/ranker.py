@@ -403,6 +403,13 @@ class SessionRanker:
         ok = grid[pbar + dm >= level]
         return (float(ok.min()), float(ok.max())) if len(ok) else None
 
+    def warm(self) -> None:
+        """Fit both models now (e.g. right after feedback), so the next scoring call is fast."""
+        if self.n_squares:
+            self._cached("squares", self._square_model)
+        if self.n_holes:
+            self._cached("holes", self._hole_model)
+
     # ------------------------------------------------------------- helpers
     def _cached(self, key: str, build):
         hit = self._cache.get(key)

@@ -141,6 +141,11 @@ def find_json_line(request: dict) -> str:
         from ..holes import find_holes
 
         result = find_holes(image, i0=i0)
+        lattice = getattr(result, "lattice", None)
+        if lattice is not None and hasattr(lattice, "to_json"):
+            # As `ptolemy medmag -f json`: each hole line carries the image's lattice.
+            for t in result.targets:
+                t.features["lattice"] = lattice.to_json()
     return to_json_line(result.targets)
 
 

@@ -415,6 +415,9 @@ class ServerState:
             self.active = [i for i in self.active if i not in done]
             self.store.visit(rows, sorted(set(squares)), meta={"active": self.active})
             self._autosave()
+            # Fit the models now: Leginon does not wait on visit_holes, but it does
+            # wait on the next push_and_evaluate_mm / select_next_square.
+            self.ranker.warm()
 
     # -------------------------------------------------------------- features
     def features(self, kind: str) -> dict:
