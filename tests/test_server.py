@@ -381,3 +381,37 @@ def test_server_with_real_finders(tmp_path, mocker):
         assert all(0 <= float(h[7]) <= 1 for h in holes)
     finally:
         s.stop()
+
+
+@pytest.mark.slow
+def test_ptolemy_serve_started_in_background(tmp_path, capsys):
+    """start_worker_background spawns `ptolemy serve` detached; a second server on the same
+    state directory is refused; the client then talks to the real process."""
+    import os
+    import signal
+
+    from ptolemy_core.cli.main import main
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    url = f"http://127.0.0.1:{port}"
+    state_dir = tmp_path / "worker state"
+    assert client.start_worker_background(url, state_dir=state_dir, wait_s=60) is True
+    pid = int((state_dir / ".serve.lock").read_text())
+    try:
+        info = client.health(url)
+        assert info is not None and info["service"] == "ptolemy-leginon"
+        assert client.start_worker_background(url, state_dir=state_dir) is True  # already running
+        assert (state_dir / client.LOG_NAME).exists()
+        assert main(["serve", "--state-dir", str(state_dir), "--port", str(port + 1)]) == 2
+        assert "already uses the state directory" in capsys.readouterr().err
+        assert int((state_dir / ".serve.lock").read_text()) == pid
+        with pytest.raises(PtolemyInputError, match="'kind' must be"):
+            client.find_via_worker("x", tmp_path / "a.mrc", url=url)
+    finally:
+        os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + 20
+    while client.health(url) is not None and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert client.health(url) is None

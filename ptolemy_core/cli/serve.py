@@ -23,6 +23,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     import fcntl
     import ipaddress
+    import os
     from pathlib import Path
 
     from ..errors import PtolemyInputError, PtolemyUnavailableError
@@ -49,7 +50,8 @@ def run(args: argparse.Namespace) -> int:
     folder = Path(args.state_dir).expanduser() if args.state_dir else default_state_dir()
     try:
         folder.mkdir(parents=True, exist_ok=True)
-        lock = open(folder / ".serve.lock", "w")  # noqa: SIM115 - held for the process lifetime
+        # "a": a refused second server must not truncate the running one's pid.
+        lock = open(folder / ".serve.lock", "a")  # noqa: SIM115 - held for the process lifetime
     except OSError as exc:
         raise PtolemyInputError(f"cannot use state directory {folder}: {exc.strerror or exc}") from None
     try:
@@ -57,7 +59,8 @@ def run(args: argparse.Namespace) -> int:
     except OSError:
         raise PtolemyInputError(
             f"another 'ptolemy serve' already uses the state directory {folder}") from None
-    lock.write(str(__import__("os").getpid()))
+    lock.truncate(0)
+    lock.write(str(os.getpid()))
     lock.flush()
     app = create_app(folder, max_body_mb=args.max_body_mb)
     print(f"ptolemy serve: http://{host}:{args.port}  state: {folder}", file=sys.stderr)
