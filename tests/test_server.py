@@ -415,3 +415,49 @@ def test_ptolemy_serve_started_in_background(tmp_path, capsys):
     while client.health(url) is not None and time.monotonic() < deadline:
         time.sleep(0.2)
     assert client.health(url) is None
+
+
+def test_adapted_hole_scores_where_leginon_reads_them(srv, mocker):
+    """Feedback says thick ice is good: later images list thick holes first, in prior_score."""
+    lam, i0 = 350.0, 1000.0
+    thick = np.linspace(20, 160, 15)
+
+    def finder(image, i0=None):
+        targets = []
+        for k in range(15):
+            m = float(image[0, k])
+            t = lam * np.log(1000.0 / m)
+            targets.append(Target("hole", (20.0, 10.0 + 5 * k), ((15, 5), (15, 15), (25, 15), (25, 5)), 100.0,
+                                  score=float(np.exp(-0.5 * ((t - 40) / 25) ** 2)), brightness=m,
+                                  features={"radius": 5.0, "mean": m, "std": 1.0, "ice_thickness_nm": t}))
+        targets.sort(key=lambda t: -t.score)
+        return SimpleNamespace(targets=targets, i0=1000.0, notes=())
+
+    mocker.patch.object(state_mod, "run_find_holes", side_effect=finder)
+    push_tile(srv, 1, 1)
+    img = np.full((32, 64), 500.0, np.float32)
+    img[0, :15] = i0 * np.exp(-thick / lam)
+    header, rows = push_mm(srv, square_id=0, mm_img_id=1)
+    col = {h: i for i, h in enumerate(header)}
+    r = srv.post("/push_and_evaluate_mm", {"image": img.tolist(), "grid_id": 1, "square_id": 0,
+                                           "mm_img_id": 2})
+    header, rows = parse_csv(r.json())
+
+    def t_of(row):
+        return float(thick[(int(row[col["center_x"]]) - 10) // 5])
+
+    assert t_of(rows[0]) < 70  # prior: thin ice first
+    for row in rows:  # one exposure per visit_holes, as looplearn sends them
+        t = t_of(row)
+        ok = 90 <= t <= 140
+        srv.post("/visit_holes", {"hole_ids": [int(row[0])], "ctfs": [3.2 if ok else 9.0],
+                                  "ice_thicknesses": [t]})
+    r = srv.post("/push_and_evaluate_mm", {"image": img.tolist(), "grid_id": 1, "square_id": 1,
+                                           "mm_img_id": 3})
+    header, rows = parse_csv(r.json())
+    top = [t_of(row) for row in rows[:3]]
+    assert all(85 <= t <= 145 for t in top), top
+    scores = [float(row[col["prior_score"]]) for row in rows]
+    assert scores == sorted(scores, reverse=True)
+    ice_pred = [float(row[col["ice_pred"]]) for row in rows]
+    np.testing.assert_allclose(ice_pred, [t_of(row) for row in rows], atol=3.0)
