@@ -99,6 +99,7 @@ class ServerState:
         self.session = int(meta.get("session", 0))
         self.noice = float(meta.get("noice", -1.0))
         self.save_path = meta.get("save_state_path")
+        self.i0_ref = meta.get("i0_ref")
         self.settings = AdaptiveSettings.from_dict(meta.get("settings", {}))
         self.squares = self.store.squares(False, len(SQUARE_FEATURES))
         self.holes = self.store.holes(False, len(HOLE_FEATURES))
@@ -152,6 +153,7 @@ class ServerState:
 
     def _meta(self) -> dict[str, object]:
         return {"session": self.session, "noice": self.noice, "save_state_path": self.save_path,
+                "i0_ref": self.i0_ref,
                 "settings": self.settings.to_dict(), "active": self.active}
 
     def _persist_all(self) -> None:
@@ -183,6 +185,7 @@ class ServerState:
         with self.lock:
             self.session += 1
             self.noice = -1.0
+            self.i0_ref = None
             self.save_path = save_state_path or None
             self.squares, self.holes = (list(new[0]), list(new[1])) if new else ([], [])
             self.hist_squares, self.hist_holes = [], []
@@ -338,12 +341,15 @@ class ServerState:
 
     def hole_rows_from_result(self, result, grid_id: int, square_id: int, mm_img_id: int) -> list[HoleRow]:
         i0 = float(result.i0) if getattr(result, "i0", None) is not None else math.nan
-        rows = []
+        means = []
         for t in result.targets:
+            mean = _feature(t.features, "mean")
+            means.append(mean if math.isfinite(mean) else float(t.brightness))
+        if not (math.isfinite(i0) and i0 > 0):
+            i0 = self._reference_i0(means)
+        rows = []
+        for t, mean in zip(result.targets, means, strict=True):
             f = t.features
-            mean = _feature(f, "mean")
-            if not math.isfinite(mean):
-                mean = float(t.brightness)
             rows.append(HoleRow(
                 hole_id=-1, mm_img_id=mm_img_id, square_id=square_id, grid_id=grid_id,
                 center_x=int(round(t.center[1])), center_y=int(round(t.center[0])),
@@ -351,6 +357,22 @@ class ServerState:
                 features=np.asarray([mean, i0, _feature(f, "ice_thickness_nm"), _feature(f, "std")],
                                     dtype=np.float64)))
         return rows
+
+    def _reference_i0(self, means: list[float]) -> float:
+        """A session-wide stand-in vacuum intensity for images whose I0 is unknown.
+
+        Fixed at the first such image (1.2 × its brightest hole) and kept for the
+        session, so thickness estimates of different images stay comparable; the
+        ice calibration's offset then absorbs its error (``λ ln k``).
+        """
+        with self.lock:
+            if self.i0_ref is None:
+                finite = [m for m in means if math.isfinite(m) and m > 0]
+                if not finite:
+                    return math.nan
+                self.i0_ref = 1.2 * max(finite)
+                self.store.set_meta({"i0_ref": self.i0_ref})
+            return self.i0_ref
 
     def add_holes(self, rows: list[HoleRow], *, evaluate: bool = True) -> str | None:
         """Store the holes of one medium-mag image; return the hole CSV, best first."""
