@@ -55,6 +55,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="epochs (squares/holes, default 25) or hundreds of steps (unet, default 15)")
     parser.add_argument("--seed", type=int, default=0, metavar="S", help="random seed (default 0)")
     parser.add_argument("--limit", type=int, default=None, metavar="N", help="use at most N images")
+    parser.add_argument("--max-minutes", type=float, default=None, metavar="M",
+                        help="unet: stop after M minutes of training (steps done are recorded)")
     parser.add_argument("--manifest", default=None, metavar="JSON",
                         help="also record the weights (sha256, command, metrics) in this manifest")
 
@@ -112,7 +114,8 @@ def run(args: argparse.Namespace) -> int:
             sets.append(s)
         bar(f"read {i + 1}/{len(pairs)} images")
     if len(sets) < 2:
-        raise PtolemyInputError(f"fewer than 2 images in {args.data} hold a {args.model[:-1]}")
+        what = "square" if args.model == "squares" else "hole"
+        raise PtolemyInputError(f"fewer than 2 images in {args.data} hold a {what}")
     tr, ho = D.split(len(sets), args.seed)
     train, held = [sets[i] for i in tr], [sets[i] for i in ho]
     epochs = args.epochs or (8 if args.quick else 25)
@@ -121,11 +124,13 @@ def run(args: argparse.Namespace) -> int:
             res = F.train_squares(train, held, seed=args.seed, epochs=epochs, quick=args.quick, progress=bar)
         elif args.model == "holes":
             res = F.train_holes(train, held, seed=args.seed, epochs=epochs, quick=args.quick, progress=bar)
+        elif args.quick:
+            steps = min(100 * args.epochs, 100) if args.epochs else 60
+            res = F.train_unet(train, held, seed=args.seed, steps=steps, patch=64, batch=4, quick=True,
+                               progress=bar)
         else:
-            steps = 100 * (args.epochs or (1 if args.quick else 15))
-            if args.quick:
-                steps = min(steps, 80)
-            res = F.train_unet(train, held, seed=args.seed, steps=steps, quick=args.quick, progress=bar)
+            res = F.train_unet(train, held, seed=args.seed, steps=100 * (args.epochs or 15), progress=bar,
+                               max_seconds=None if args.max_minutes is None else 60.0 * args.max_minutes)
     except F.TrainingError as exc:
         bar.done()
         print(f"ptolemy train: error: {exc}", file=sys.stderr)

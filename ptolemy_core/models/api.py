@@ -114,13 +114,31 @@ def square_inputs(
     return x, np.stack([la, od, known], axis=1).astype(np.float32)
 
 
+#: Classifier inputs always go through the network in chunks of exactly this many crops
+#: (the last chunk zero-padded): a batched convolution may sum in a batch-size dependent
+#: order, a fixed chunk size makes every crop's score bit-identical alone or in a batch.
+CHUNK = 16
+
+
+def _chunked(model, tensors: list) -> np.ndarray:
+    import torch
+
+    n = len(tensors[0])
+    out = np.zeros(n, np.float64)
+    with torch.inference_mode():
+        for s in range(0, n, CHUNK):
+            parts = [t[s:s + CHUNK] for t in tensors]
+            k = len(parts[0])
+            if k < CHUNK:
+                parts = [torch.cat([p, p.new_zeros((CHUNK - k, *p.shape[1:]))]) for p in parts]
+            out[s:s + k] = torch.sigmoid(model(*parts)[:k].double()).numpy()
+    return out
+
+
 def _run_classifier(model, x: np.ndarray, *extra: np.ndarray) -> np.ndarray:
     import torch
 
-    with torch.inference_mode():
-        logits = model(torch.from_numpy(np.ascontiguousarray(x)),
-                       *[torch.from_numpy(np.ascontiguousarray(e)) for e in extra])
-    return torch.sigmoid(logits.double()).numpy().astype(np.float64)
+    return _chunked(model, [torch.from_numpy(np.ascontiguousarray(a)) for a in (x, *extra)])
 
 
 # ----------------------------------------------------------------------------- holes
@@ -194,18 +212,16 @@ def hole_cnn_scores(
 
 
 def hole_scores_from_crops(model, crops: list[np.ndarray], i0_known: float) -> np.ndarray:
-    """Score crops grouped by size (same-size crops share a forward pass, results do not mix)."""
+    """Score crops grouped by size, in fixed-size chunks (scores never depend on the batch)."""
     import torch
 
     out = np.zeros(len(crops), np.float64)
     by_size: dict[tuple[int, ...], list[int]] = {}
     for i, c in enumerate(crops):
         by_size.setdefault(c.shape, []).append(i)
-    with torch.inference_mode():
-        for idx in by_size.values():
-            x = torch.from_numpy(np.stack([crops[i] for i in idx]))
-            flag = torch.full((len(idx),), float(i0_known))
-            out[idx] = torch.sigmoid(model(x, flag).double()).numpy()
+    for idx in by_size.values():
+        x = torch.from_numpy(np.stack([crops[i] for i in idx]))
+        out[idx] = _chunked(model, [x, torch.full((len(idx),), float(i0_known))])
     return out
 
 

@@ -13,6 +13,8 @@ from .classifiers import HOLE_MIN_SIZE, SQUARE_SIZE
 
 #: Square crops cover the aligned rectangle enlarged by this factor (the rim shows bars/edges).
 SQUARE_RIM = 1.25
+#: Supersampling factor of square crops (anti-aliasing).
+SQUARE_SUPER = 4
 #: Hole crops cover the hole disk enlarged by this factor (half-side = HOLE_RIM * radius).
 HOLE_RIM = 1.3
 
@@ -78,16 +80,18 @@ def square_crops(data: np.ndarray, vertices: list[np.ndarray] | np.ndarray) -> n
     centre = v.mean(axis=1)
     e1 = (v[:, 1] - v[:, 0])  # one edge
     e2 = (v[:, 3] - v[:, 0])  # the adjacent edge
-    side = max(1.0, float(np.median(np.hypot(*e1.T).clip(1) + np.hypot(*e2.T).clip(1)) / 2))
-    # Anti-alias once for the typical square size (squares of one atlas share their size).
-    step = side * SQUARE_RIM / SQUARE_SIZE
-    src = ndi.gaussian_filter(data, 0.5 * step) if step > 1.5 else data
-    t = (np.arange(SQUARE_SIZE) + 0.5) / SQUARE_SIZE - 0.5  # -0.5..0.5
+    # Anti-aliasing by supersampling (SQUARE_SUPER² samples averaged per output pixel):
+    # depends on each square alone, never on the other squares passed.
+    k = SQUARE_SUPER
+    m = SQUARE_SIZE * k
+    t = (np.arange(m) + 0.5) / m - 0.5  # -0.5..0.5
     a, b = np.meshgrid(t, t, indexing="ij")
-    offsets = a[None, :, :, None] * e2[:, None, None, :] + b[None, :, :, None] * e1[:, None, None, :]
-    pts = centre[:, None, None, :] + SQUARE_RIM * offsets
-    coords = np.stack([pts[..., 0].ravel(), pts[..., 1].ravel()])
-    out[:] = ndi.map_coordinates(src, coords, order=1, mode="nearest").reshape(n, SQUARE_SIZE, SQUARE_SIZE)
+    for s in range(0, n, 64):  # bounded memory
+        sl = slice(s, min(n, s + 64))
+        offsets = a[None, :, :, None] * e2[sl, None, None, :] + b[None, :, :, None] * e1[sl, None, None, :]
+        pts = centre[sl, None, None, :] + SQUARE_RIM * offsets
+        vals = ndi.map_coordinates(data, [pts[..., 0].ravel(), pts[..., 1].ravel()], order=1, mode="nearest")
+        out[sl] = vals.reshape(-1, SQUARE_SIZE, k, SQUARE_SIZE, k).mean(axis=(2, 4))
     return out
 
 

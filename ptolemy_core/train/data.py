@@ -13,8 +13,11 @@ from ..errors import PtolemyInputError
 from ..models import crops as C
 
 IMAGE_SUFFIXES = (".mrc", ".mrcs", ".tif", ".tiff", ".png", ".jpg", ".jpeg")
-#: Working scales for training images with known hole sizes: hole diameter drawn in this range (px).
-HOLE_DIAMETER_WORK = (10.0, 20.0)
+#: Working scale for training images with known truth: like the hole finder
+#: (``ptolemy_core.holes.finder``: ``s = max(1, int(pitch / 32))``, block means), with the
+#: target lattice period drawn in this range (working px) so the models also tolerate
+#: other scale choices.
+PITCH_WORK = (26.0, 38.0)
 #: Fraction of simulated training images whose I0 is given to the models (the rest: unknown),
 #: as the finders know I0 only when the image shows vacuum or the caller gives it.
 I0_KNOWN_FRACTION = 0.7
@@ -148,10 +151,9 @@ def hole_set(image_path: Path, label_path: Path, rng: np.random.Generator) -> Ho
         vis = np.array([float(h.get("visible_fraction", 1.0)) for h in holes])
         # Scored = what the finder must report: centre in the image, at least half visible.
         scored = (vis >= 0.5) & np.array([bool(h.get("in_image", True)) for h in holes])
-        # The finder picks a working scale with holes ~10-20 px across: cover that range.
-        diam = float(rng.uniform(*HOLE_DIAMETER_WORK))
-        scale = max(1.0, 2.0 * float(np.median(radii)) / diam)
         lat = label.get("lattice") or {}
+        pitch = _pitch(lat, radii)
+        scale = float(max(1, int(pitch / float(rng.uniform(*PITCH_WORK)))))
         tags = {"film": label.get("film"), "contrast": label.get("contrast"),
                 "lattice": lat.get("kind") if isinstance(lat, dict) else None}
         sel = None
@@ -180,6 +182,14 @@ def hole_set(image_path: Path, label_path: Path, rng: np.random.Generator) -> Ho
     work = C.to_working(img.data, scale)
     return HoleSet(image_path.stem, work, scale, C.full_to_work(centres, scale), radii / scale,
                    y, scored, i0, sel, tags)
+
+
+def _pitch(lattice: dict, radii: np.ndarray) -> float:
+    """Shortest lattice period (px) from simulator truth; 2.2 × diameter when absent."""
+    basis = lattice.get("basis") if isinstance(lattice, dict) else None
+    if basis:
+        return float(np.linalg.norm(np.asarray(basis, float), axis=1).min())
+    return 4.4 * float(np.median(radii))
 
 
 def split(n: int, seed: int, held_out: float = 0.2) -> tuple[np.ndarray, np.ndarray]:

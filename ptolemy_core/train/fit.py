@@ -268,7 +268,7 @@ def _zscore(a: np.ndarray) -> np.ndarray:
 
 def train_unet(train: list[HoleSet], held: list[HoleSet], *, seed: int = 0, steps: int = 1500,
                widths: tuple[int, ...] = (8, 16, 32, 32), patch: int = 96, batch: int = 8,
-               pos_weight: float = 10.0, quick: bool = False,
+               pos_weight: float = 10.0, quick: bool = False, max_seconds: float | None = None,
                progress: Progress = _quiet) -> TrainResult:
     """Train the hole U-Net (paper: learned Gaussian blur, positive weight, rotations, inversion).
 
@@ -294,7 +294,12 @@ def train_unet(train: list[HoleSet], held: list[HoleSet], *, seed: int = 0, step
     opt_sigma = torch.optim.Adam(blur.parameters(), lr=0.1)   # the paper's sigma optimiser
     losses: list[float] = []
     pw_t = torch.tensor(pos_weight)
+    done = 0
     for step in range(steps):
+        if max_seconds is not None and time.perf_counter() - t0 > max_seconds:
+            progress(f"unet: time budget reached after {step} steps")
+            break
+        done = step + 1
         model.train()
         xs, ts = [], []
         for _ in range(batch):
@@ -329,11 +334,12 @@ def train_unet(train: list[HoleSet], held: list[HoleSet], *, seed: int = 0, step
         losses.append(loss.item())
         if (step + 1) % max(1, steps // 20) == 0 or step + 1 == steps:
             progress(f"unet step {step + 1}/{steps} loss {np.mean(losses[-50:]):.4f} "
-                     f"sigma {float(blur.sigma):.2f}")
+                     f"sigma {blur.sigma.item():.2f}")
     if quick:
         _check_falls(losses, "unet")
     model.eval()
-    arch = {"widths": list(widths), "out_channels": 2, "sigma": float(blur.sigma)}
+    arch = {"widths": list(widths), "out_channels": 2, "sigma": round(blur.sigma.item(), 4), "steps": done,
+            "patch": patch, "batch": batch, "pos_weight": pos_weight}
     metrics = evaluate_unet(model, held) if held else {}
     return TrainResult(model, arch, losses, metrics, time.perf_counter() - t0)
 
