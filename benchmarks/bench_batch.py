@@ -55,6 +55,9 @@ def time_run(paths, kind, out: Path, **kwargs) -> tuple[float, float, int, int, 
     steady = (len(stamps) - 1) / (stamps[-1] - stamps[0]) * 60 if len(stamps) > 1 else float("nan")
     per_image = [r.seconds for r in res.records if r.status == "ok" and r.seconds is not None]
     mean = sum(per_image) / len(per_image) if per_image else float("nan")
+    for r in res.records:
+        if r.status == "error":
+            print(f"  error: {Path(r.file).name}: {r.error}", file=sys.stderr)
     return wall, steady, res.n_ok, res.n_error, mean
 
 
@@ -74,7 +77,7 @@ def update_readme(section: str) -> None:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--n", type=int, default=16, help="images per kind (default 16)")
+    parser.add_argument("--n", type=int, default=8, help="images per kind (default 8)")
     parser.add_argument("--kinds", default="lowmag,medmag", help="comma-separated (default lowmag,medmag)")
     parser.add_argument("--dask", action="store_true", help="also time a Dask LocalCluster")
     parser.add_argument("--no-readme", action="store_true", help="do not update benchmarks/README.md")
@@ -121,7 +124,7 @@ def main() -> int:
     head = ["| images | run | n | wall s | images/min (wall) | images/min (steady) | s/image in worker |",
             "|---|---|---|---|---|---|---|"]
     table = "\n".join(head + ["| " + " | ".join(r) + " |" for r in rows])
-    cmd = "python benchmarks/bench_batch.py" + (f" --n {opts.n}" if opts.n != 16 else "") + (
+    cmd = "python benchmarks/bench_batch.py" + (f" --n {opts.n}" if opts.n != 8 else "") + (
         " --dask" if opts.dask else "")
     section = (f"## Batch\n\n`{cmd}` on {platform.node()} ({cores} CPUs, shared with other jobs: "
                f"times are inflated). Wall time includes starting the pool workers and loading the "

@@ -334,4 +334,7 @@ def test_svg_histogram_bar_heights_and_outlier_clipping():
     values = list(np.linspace(20, 60, 99)) + [5000.0]
     svg = svg_histogram(values, title="ice", xlabel="nm")
     assert "values above 60 counted in the last bar" in svg
+    rects = re.findall(r'<rect x="[0-9.]+" y="([0-9.]+)" width="[0-9.]+" height="([0-9.]+)"', svg)
+    assert all(float(y) + float(h) == pytest.approx(200 - 36, abs=0.11) for y, h in rects)  # bars on the axis
+    assert max(float(h) for _, h in rects) == pytest.approx(200 - 24 - 36)
     assert "no data" in svg_histogram([], title="x", xlabel="y")

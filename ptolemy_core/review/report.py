@@ -326,12 +326,12 @@ def svg_histogram(
     if value_range:
         lo, hi = value_range
     else:
-        top = float(v.max())
+        upper = float(v.max())
         # A few wild values (e.g. ice thickness of an opaque square) must not squash the rest.
         limit = 2 * float(np.percentile(v, 95))
-        if len(v) >= 20 and top > limit > 0:
-            top = float(v[v <= limit].max())
-        lo, hi = _nice_range(float(v.min()), top)
+        if len(v) >= 20 and upper > limit > 0:
+            upper = float(v[v <= limit].max())
+        lo, hi = _nice_range(float(v.min()), upper)
         if float(v.max()) > hi:
             clipped = f"; values above {hi:.3g} counted in the last bar"
     counts, edges = np.histogram(np.clip(v, lo, hi), bins=bins, range=(lo, hi))
