@@ -30,6 +30,7 @@ all are fitted by maximum marginal likelihood once ``min_fit_points`` exist.
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 
 import numpy as np
@@ -365,7 +366,8 @@ class SessionRanker:
             z = np.zeros(0)
             return Scores(np.zeros(0, np.int64), z, z, z, z)
         gp, x, prior = self._cached("squares", self._square_model)
-        dm, sd = gp.predict(x[idx])
+        with _one_blas_thread():
+            dm, sd = gp.predict(x[idx])
         mean = np.clip(prior[idx] + dm, 0.0, 1.0)
         ucb = _ucb(mean, sd, prior[idx], self.settings.ucb_beta, gp.amplitude)
         return Scores(self._ids(self._sq_index, idx), prior[idx], mean, sd, ucb)
@@ -383,7 +385,8 @@ class SessionRanker:
         dm = np.zeros(len(idx))
         sd = np.full(len(idx), np.sqrt(gp.amplitude))
         if known.any():
-            dm[known], sd[known] = gp.predict(ti[known, None])
+            with _one_blas_thread():
+                dm[known], sd[known] = gp.predict(ti[known, None])
         mean = np.clip(prior + dm, 0.0, 1.0)
         ucb = _ucb(mean, sd, prior, self.settings.hole_ucb_beta, gp.amplitude)
         return Scores(self._ids(self._h_index, idx), prior, mean, sd, ucb)
@@ -415,7 +418,8 @@ class SessionRanker:
         hit = self._cache.get(key)
         if hit is not None and hit[0] == self._version:
             return hit[1]
-        value = build()
+        with _one_blas_thread():
+            value = build()
         self._cache[key] = (self._version, value)
         return value
 
@@ -441,6 +445,30 @@ class SessionRanker:
         for k, j in index.items():
             inv[j] = k
         return inv[idx]
+
+
+@contextlib.contextmanager
+def _one_blas_thread():
+    """Run the small GP linear algebra on one BLAS thread.
+
+    Matrices here are at most a few hundred wide: a multi-threaded BLAS spends
+    more time waking threads than computing, and on a busy 2-core machine each
+    call waits for the others' threads (measured: 3-4x slower per session).
+    """
+    global _CONTROLLER
+    if _CONTROLLER is None:
+        try:
+            from threadpoolctl import ThreadpoolController
+        except ImportError:  # pragma: no cover - threadpoolctl ships with scikit-learn
+            yield
+            return
+        # Inspecting the loaded libraries is the slow part: do it once per process.
+        _CONTROLLER = ThreadpoolController()
+    with _CONTROLLER.limit(limits=1, user_api="blas"):
+        yield
+
+
+_CONTROLLER = None
 
 
 def _ucb(mean, sd, prior, beta: float, amplitude: float) -> np.ndarray:

@@ -52,10 +52,10 @@ POLICIES = ("random", "prior", "reference-gp", "ours")
 #: Parameter ranges: the tuning split and the held-out evaluation split differ
 #: in seeds *and* ranges (wider λ, I0 error, square counts, windows).
 RANGES = {
-    "train": {"lambda": (300.0, 400.0), "i0_factor": (0.85, 1.2), "n_squares": (60, 90),
+    "train": {"lambda": (300.0, 400.0), "i0_factor": (0.9, 1.12), "n_squares": (60, 90),
               "usual_lo": (10, 25), "usual_hi": (50, 70), "thick_lo": (55, 70), "thick_hi": (110, 140),
               "thin_lo": (3, 8), "thin_hi": (25, 35)},
-    "test": {"lambda": (260.0, 440.0), "i0_factor": (0.8, 1.25), "n_squares": (50, 110),
+    "test": {"lambda": (260.0, 440.0), "i0_factor": (0.87, 1.15), "n_squares": (50, 110),
              "usual_lo": (8, 28), "usual_hi": (45, 75), "thick_lo": (50, 75), "thick_hi": (100, 150),
              "thin_lo": (2, 10), "thin_hi": (22, 38)},
 }
