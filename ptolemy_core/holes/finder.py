@@ -123,6 +123,7 @@ def find_holes(
         idx, nodes = _nodes(work.shape, basis, origin, margin=pitch_w)
         near = np.linalg.norm(nodes - centre, axis=1) <= reach
         cen, ncc = locate.match_holes(flat, nodes[near], model.template, search)
+        search = max(2, int(math.ceil(0.08 * pitch_w)))  # the fit is close now: smaller windows
         good = ncc > 0.25
         if good.sum() >= 6:
             o, b, inl = lat.fit_lattice(cen[good], idx[near][good], weights=ncc[good] ** 2)
@@ -136,7 +137,7 @@ def find_holes(
 
     # final per-hole centres: measured where confident and consistent, else the fitted node
     idx, nodes = _nodes(work.shape, basis, origin, margin=pitch_w)
-    cen, ncc = locate.match_holes(flat, nodes, model.template, search)
+    cen, ncc = locate.match_holes(flat, nodes, model.template, max(2, int(math.ceil(0.06 * pitch_w))))
     dev = np.linalg.norm(cen - nodes, axis=1)
     use = (ncc > 0.3) & (dev < 0.25 * model.b + 1.0)
     centres = np.where(use[:, None], cen, nodes)
@@ -186,7 +187,9 @@ def find_holes(
                 "lattice_index": [int(idx[k, 0]), int(idx[k, 1])],
                 "visible_fraction": float(round(vis[k], 3)),
                 "relative_brightness": float(feats["rel_brightness"][k]),
+                "std_rel": float(feats["std_rel"][k]),
                 "dark_fraction": float(feats["dark_fraction"][k]),
+                "ring_dark_fraction": float(feats["ring_dark_fraction"][k]),
                 "match": float(ncc_k[k]),
             },
         ))

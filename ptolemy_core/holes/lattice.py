@@ -112,6 +112,10 @@ def _tukey(n: int) -> np.ndarray:
     return w
 
 
+CLIP_SIGMA = 1.0
+SPECTRAL_THRESHOLD = 6.0
+
+
 def flatten(a: np.ndarray, sigma: float) -> np.ndarray:
     """Clip outliers, replace opaque (bar) pixels by the median, subtract a smooth background.
 
@@ -130,10 +134,24 @@ def flatten(a: np.ndarray, sigma: float) -> np.ndarray:
     # Integer counts at low dose have many ties: fall back from the MAD to the IQR and std.
     q25, q75 = np.percentile(sub, [25, 75])
     sig = max(1.4826 * float(np.median(np.abs(sub - med))), (q75 - q25) / 1.349, 0.25 * float(sub.std()), 1e-9)
-    out = np.clip(a, med - 2.5 * sig, med + 2.5 * sig)
-    out = out - ndi.gaussian_filter(out, sigma, mode="nearest")
+    out = np.clip(a, med - CLIP_SIGMA * sig, med + CLIP_SIGMA * sig)
+    out = out - smooth_background(out, sigma)
     sd = float(out.std())
     return (out / sd if sd > 0 else out).astype(np.float32)
+
+
+def smooth_background(a: np.ndarray, sigma: float) -> np.ndarray:
+    """Gaussian blur with a large ``sigma``, computed on a binned copy (cost independent of sigma)."""
+    f = max(1, int(sigma / 4))
+    if f == 1:
+        return ndi.gaussian_filter(a, sigma, mode="nearest")
+    small = ndi.gaussian_filter(bin_image(a, f), sigma / f, mode="nearest")
+    zoom = (a.shape[0] / small.shape[0], a.shape[1] / small.shape[1])
+    out = ndi.zoom(small, zoom, order=1, mode="nearest", grid_mode=True)
+    if out.shape != a.shape:  # rounding in zoom: pad/crop to the exact shape
+        out = np.pad(out, [(0, max(0, a.shape[0] - out.shape[0])), (0, max(0, a.shape[1] - out.shape[1]))],
+                     mode="edge")[: a.shape[0], : a.shape[1]]
+    return out.astype(np.float32)
 
 
 def whitened_acf(a: np.ndarray) -> np.ndarray:
@@ -159,6 +177,66 @@ def whitened_acf(a: np.ndarray) -> np.ndarray:
     ov[1:, 1:] = np.outer(ov_r, ov_c)
     ov /= ov.max()
     return (acf / np.maximum(ov, 0.05)).astype(np.float32)
+
+
+def basis_from_spectrum(a: np.ndarray, threshold: float = 12.0):
+    """Lattice basis from the strongest Fourier peaks (coherent over all holes: best at low contrast).
+
+    The reciprocal basis is the pair of strong peaks that generates every other
+    strong peak with integer coefficients and has the finest reciprocal cell.
+    Returns ``(basis rows (row, col) px, strength)`` or None.
+    """
+    h, w = a.shape
+    x = a * _tukey(h)[:, None] * _tukey(w)[None, :]
+    ph, pwid = 2 * h, 2 * w
+    spec = np.fft.rfft2(x, s=(ph, pwid))
+    power = (spec.real ** 2 + spec.imag ** 2).astype(np.float32)
+    ky = np.fft.fftfreq(ph).astype(np.float32)[:, None]
+    kx = np.fft.rfftfreq(pwid).astype(np.float32)[None, :]
+    ri = np.rint(np.sqrt(ky * ky + kx * kx) * 2 * max(h, w)).astype(np.int32)
+    cnt = np.maximum(np.bincount(ri.ravel()), 1)
+    # robust ring level: exp(mean log power) · e^γ is the mean of exponential noise, barely moved by peaks
+    level = np.exp(np.bincount(ri.ravel(), np.log(power.ravel() + 1e-30)) / cnt + 0.5772)
+    level = np.exp(ndi.uniform_filter1d(np.log(level), 5))
+    ratio = power / level[ri].astype(np.float32)
+    ratio[ri < 4] = 0
+    full = np.fft.fftshift(ratio, axes=0)  # rows centred, cols 0..W
+    mx = ndi.maximum_filter(full, 5, mode="constant")
+    pk = np.argwhere((full == mx) & (full > threshold))
+    if len(pk) < 2:
+        return None
+    vals = full[pk[:, 0], pk[:, 1]]
+    # the first-order reflections are the lowest-frequency strong peaks (high orders, sharpened
+    # by rims and clipping, can outshine them): keep the 10 lowest frequencies among the 30 strongest
+    order = np.argsort(-vals)[:30]
+    pk, vals = pk[order], vals[order]
+    radius = np.hypot((pk[:, 0] - ph // 2) / ph, pk[:, 1] / pwid)
+    order = np.argsort(radius)[:10]
+    pk, vals = pk[order], vals[order]
+    ks = []
+    for r, c in pk:
+        sr, sc = _subpixel(np.pad(full, 1, mode="edge"), r + 1, c + 1)
+        ks.append(((sr - 1 - ph // 2) / ph, (sc - 1) / pwid))
+    ks = np.array(ks)
+    best = None
+    for i in range(len(ks)):
+        for j in range(i + 1, len(ks)):
+            kb = np.vstack([ks[i], ks[j]])
+            det = kb[0, 0] * kb[1, 1] - kb[0, 1] * kb[1, 0]
+            if abs(det) < 0.2 * np.linalg.norm(kb[0]) * np.linalg.norm(kb[1]):
+                continue
+            coef = np.linalg.solve(kb.T, ks.T).T
+            # support: the weight of the top peaks this pair explains as small integer combinations
+            ok = (np.abs(coef - np.rint(coef)).max(axis=1) < 0.1) & (np.abs(coef).max(axis=1) < 4.5)
+            support = float(vals[ok].sum())
+            # most support wins; among equals, the coarsest reciprocal cell (the lattice the peaks generate)
+            if best is None or support > best[1] * 1.02 or (support >= best[1] * 0.98 and abs(det) > best[0]):
+                best = (abs(det), support, kb)
+    if best is None:
+        return None
+    basis = np.linalg.inv(best[2]).T  # rows = real-space vectors: k_i · a_j = δ_ij
+    a_, b_ = reduce_basis(basis[0], basis[1])
+    return np.vstack([a_, b_]), float(np.median(vals[:4]))
 
 
 def _subpixel(acf: np.ndarray, r: int, c: int) -> tuple[float, float]:
@@ -270,8 +348,39 @@ def _refine_on_acf(region: np.ndarray, basis: np.ndarray, centre, level: float) 
     return fit
 
 
+def fold_snr(flat: np.ndarray, basis: np.ndarray, m: int = 24) -> float:
+    """Contrast-to-noise of the image folded onto the lattice cell of ``basis``.
+
+    The right lattice folds every hole onto one sharp spot; a too-dense lattice
+    mixes holes with film (low contrast); a too-sparse one gives the same
+    contrast with a larger cell (ties are broken towards the smaller cell).
+    """
+    h, w = flat.shape
+    kmat = np.linalg.inv(basis.T)
+    st = max(1, int(math.ceil(math.sqrt(h * w / 200_000))))
+    rows = np.arange(0, h, st, dtype=np.float32)[:, None]
+    cols = np.arange(0, w, st, dtype=np.float32)[None, :]
+    u = kmat[0, 0] * rows + kmat[0, 1] * cols
+    v = kmat[1, 0] * rows + kmat[1, 1] * cols
+    idx = ((np.floor((u - np.floor(u)) * m).astype(np.int64) % m) * m
+           + np.floor((v - np.floor(v)) * m).astype(np.int64) % m).ravel()
+    vals = flat[::st, ::st].ravel().astype(np.float64)
+    n = np.bincount(idx, minlength=m * m)
+    if (n < 3).mean() > 0.2:
+        return 0.0
+    mean = np.bincount(idx, vals, minlength=m * m) / np.maximum(n, 1)
+    var = np.bincount(idx, vals * vals, minlength=m * m) / np.maximum(n, 1) - mean ** 2
+    cell = ndi.gaussian_filter(mean.reshape(m, m), 1.0, mode="wrap")
+    noise = math.sqrt(max(float(np.median(var)), 1e-12) / max(float(np.median(n)), 1.0)) / 2.0
+    return float(np.abs(cell - np.median(cell)).max() / noise)
+
+
 def estimate_basis(img: np.ndarray, max_side: int = 512):
     """Lattice basis (rows (row,col), full-resolution px) from periodicity, or None.
+
+    Candidates from the ACF and from the Fourier peaks, at coarse to fine scales,
+    are validated by folding the image onto each candidate cell
+    (:func:`fold_snr`): the best-folding lattice wins.
 
     Parameters
     ----------
@@ -283,41 +392,58 @@ def estimate_basis(img: np.ndarray, max_side: int = 512):
     Returns
     -------
     (basis, strength) or None
+        ``strength`` is the fold contrast-to-noise ratio.
     """
     h, w = img.shape
     f = max(1, math.ceil(max(h, w) / max_side))
-    tried = set()
-    found = None
+    cands = []
+    scales = []
     while True:
-        if f in tried:
-            break
-        tried.add(f)
-        crop = _central_crop(img, f, max_side)
-        if min(crop.shape) >= 24:
-            flat = flatten(crop, max(crop.shape) / 8.0)
-            res = basis_from_acf(whitened_acf(flat), crop.shape)
-            if res is not None:
-                basis, strength = res
-                pitch = float(np.linalg.norm(basis, axis=1).min())
-                if pitch >= 6.0 or f == 1:
-                    found = (basis * f, strength, f, pitch)
-                    break
+        scales.append(f)
         if f == 1:
             break
         f = max(1, f // 2)
-    if found is None:
+    for f in scales[:3]:
+        crop = _central_crop(img, f, max_side)
+        if min(crop.shape) < 24:
+            continue
+        flat = flatten(crop, max(crop.shape) / 8.0)
+        found = []
+        res = basis_from_acf(whitened_acf(flat), crop.shape)
+        if res is not None:
+            found.append(res[0])
+        res = basis_from_spectrum(flat)
+        if res is not None:
+            found.append(res[0])
+        for b in found:
+            pitch = float(np.linalg.norm(b, axis=1).min())
+            # at least ~16 cells in the crop: huge cells fold a few defects into a fake 'hole'
+            if pitch < 5.0 or abs(float(np.linalg.det(b))) > crop.size / 16.0:
+                continue
+            cands.append((fold_snr(flat, b), abs(float(np.linalg.det(b))) * f * f, b * f, f))
+        if cands and max(c[0] for c in cands) > 12 and min(np.linalg.norm(c[2], axis=1).min() / c[3]
+                                                             for c in cands) >= 8:
+            break
+    if not cands:
         return None
-    basis, strength, f, pitch = found
-    # refine at a finer scale when the pitch is short at this one
-    f2 = max(1, int(f * pitch / 16.0))
+    top = max(c[0] for c in cands)
+    if top < 4.0:
+        return None
+    # among candidates folding nearly as well as the best, the smallest cell (not a sub-lattice)
+    good = [c for c in cands if c[0] >= 0.75 * top]
+    snr, _, basis, f = min(good, key=lambda c: c[1])
+    # refine on a crop at a scale where the pitch is ~16 px
+    pitch = float(np.linalg.norm(basis, axis=1).min())
+    f2 = max(1, int(pitch / 16.0))
     if f2 < f:
         crop = _central_crop(img, f2, max_side)
         if min(crop.shape) >= 24:
             flat = flatten(crop, max(crop.shape) / 8.0)
             res = basis_from_acf(whitened_acf(flat), crop.shape)
             if res is not None and _same_lattice(res[0] * f2, basis, tol=0.08):
-                basis, strength = res[0] * f2, res[1]
-    return basis, strength
+                basis = res[0] * f2
+    a_, b_ = reduce_basis(basis[0], basis[1])
+    return np.vstack([a_, b_]), snr
 
 
 def _central_crop(img: np.ndarray, f: int, side: int) -> np.ndarray:

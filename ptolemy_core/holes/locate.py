@@ -37,10 +37,10 @@ class CellModel:
     contrast_snr: float  # |hole - film| / noise of the folded cell
 
 
-def _fold(img: np.ndarray, kmat: np.ndarray, m: int, mask: np.ndarray | None, max_px: int = 1_500_000):
+def _fold(img: np.ndarray, kmat: np.ndarray, m: int, mask: np.ndarray | None, max_px: int = 300_000):
     """Mean of ``img`` per fractional-coordinate bin (M × M), from a strided subsample."""
     h, w = img.shape
-    st = max(1, int(math.sqrt(h * w / max_px)))
+    st = max(1, int(math.ceil(math.sqrt(h * w / max_px))))
     rows = np.arange(0, h, st, dtype=np.float32)[:, None]
     cols = np.arange(0, w, st, dtype=np.float32)[None, :]
     sub = img[::st, ::st]
@@ -153,7 +153,10 @@ def match_holes(img: np.ndarray, nodes: np.ndarray, template: np.ndarray, search
     idx = np.nonzero(inside)[0]
     if len(idx) == 0:
         return centres, ncc
-    fsize = (size + 2 * rad, size + 2 * rad)
+    from scipy.fft import next_fast_len
+
+    n_fft = next_fast_len(size + 2 * rad, real=True)
+    fsize = (n_fft, n_fft)
     tf = np.conj(np.fft.rfft2(template, s=fsize))
     tnorm = float(np.sqrt((template ** 2).sum())) + 1e-12
     off = np.arange(-half, half + 1)
