@@ -18,6 +18,7 @@ from ptolemy_core.errors import PtolemyInputError
 from ptolemy_core.formats import to_json_line
 from ptolemy_core.image import as_image
 from ptolemy_core.review import (
+    area_downsample,
     draw_overlay,
     render_overlay,
     render_overlay_png,
@@ -144,9 +145,21 @@ def test_downsampled_display_keeps_exact_coordinates():
     w = grey / grey.sum()
     centroid = np.array([(w * rr).sum(), (w * cc).sum()]) + [tf.offset_row, tf.offset_col]
     expected = tf.to_canvas([((r0 + r1 - 1) / 2, (c0 + c1 - 1) / 2)])[0]
-    # Pillow's box filter includes whole input pixels by their centres, so the picture may
-    # be off by < half an input pixel; a wrong mapping (e.g. no pixel-centre terms) is off by ~0.44.
-    assert np.abs(centroid - expected).max() < 0.5 * tf.scale_row
+    # Exact area averaging: only the uint8 rounding of edge pixels remains in the picture (a
+    # mapping without the pixel-centre terms would be off by ~0.44 display pixels) ...
+    assert np.abs(centroid - expected).max() < 0.05
+    # ... and before rounding each display pixel holds exactly the fraction of its area that
+    # the block covers: display pixel j spans input [j * n_in / n_out, (j + 1) * n_in / n_out).
+    small = area_downsample(data, (375, 500)).astype(float)
+
+    def coverage(n_in, n_out, a, b):
+        step = n_in / n_out
+        lo = np.arange(n_out) * step
+        return np.clip(np.minimum(lo + step, b) - np.maximum(lo, a), 0, None) / step
+
+    expected_img = 1000.0 * np.outer(coverage(3001, 375, r0, r1), coverage(4003, 500, c0, c1))
+    assert np.abs(small - expected_img).max() < 1e-3
+    assert small.sum() * (3001 * 4003) / (375 * 500) == pytest.approx(data.sum(), rel=1e-6)
     # The outline of a square on the block's edges lies on the block's displayed border.
     t = _square(r0 - 0.5, c0 - 0.5, r1 - 0.5, c1 - 0.5, 1.0)
     canvas = np.asarray(draw_overlay(data, [t], max_side=500, top_n=0)[0])

@@ -2,6 +2,7 @@
 
 from .overlay import (
     DisplayTransform,
+    area_downsample,
     draw_overlay,
     render_overlay,
     render_overlay_png,
@@ -16,6 +17,7 @@ __all__ = [
     "svg_histogram",
     "write_report",
     "DisplayTransform",
+    "area_downsample",
     "draw_overlay",
     "render_overlay",
     "render_overlay_png",

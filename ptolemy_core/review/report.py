@@ -287,7 +287,7 @@ def svg_histogram(
     value_range: tuple[float, float] | None = None,
     bins: int = 20,
     color_by_score: bool = False,
-    width: int = 360,
+    width: int = 285,
     height: int = 200,
 ) -> str:
     """An inline SVG bar histogram (no JavaScript, no external files).
