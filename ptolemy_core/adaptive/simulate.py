@@ -86,6 +86,37 @@ class SimSession:
     squares: list[SimSquare] = field(default_factory=list)
 
 
+def ctf_resolution(t, window, r_best, contaminated, crystalline, rng: np.random.Generator) -> np.ndarray:
+    """The documented CTF model (module docstring): resolution in Å of exposing holes.
+
+    Parameters
+    ----------
+    t : array_like
+        Hole ice thickness, nm.
+    window : (float, float)
+        The sample's good-ice window ``(t_lo, t_hi)``, nm.
+    r_best : float
+        Best resolution of the session, Å.
+    contaminated, crystalline : array_like of bool
+        Hole defects (+3 Å, +2 Å).
+    rng : numpy.random.Generator
+    """
+    t = np.asarray(t, dtype=np.float64)
+    lo, hi = window
+    ctf = r_best + np.clip(t - hi, 0, None) / 10 + np.clip(lo - t, 0, None) / 5
+    ctf = ctf + 3.0 * np.asarray(contaminated) + 2.0 * np.asarray(crystalline)
+    ctf = ctf * np.exp(0.08 * rng.standard_normal(t.shape))
+    no_ice = t < 5
+    ctf[no_ice] = rng.uniform(12, 30, size=int(no_ice.sum()))
+    return ctf
+
+
+def draw_window(scenario: str, split: str, rng: np.random.Generator) -> tuple[float, float]:
+    """The sample's good-ice window for a scenario (ranges of :data:`RANGES`)."""
+    rg = RANGES[split]
+    return float(rng.uniform(*rg[f"{scenario}_lo"])), float(rng.uniform(*rg[f"{scenario}_hi"]))
+
+
 def _window_score(t_est: np.ndarray, centre: float = 40.0, width: float = 25.0) -> np.ndarray:
     return np.exp(-0.5 * ((t_est - centre) / width) ** 2)
 
@@ -98,7 +129,7 @@ def make_session(seed: int, scenario: str = "usual", split: str = "test") -> Sim
     rng = np.random.default_rng([seed, SCENARIOS.index(scenario), 0 if split == "train" else 1])
     lam = rng.uniform(*rg["lambda"])
     k_i0 = rng.uniform(*rg["i0_factor"])
-    lo, hi = (rng.uniform(*rg[f"{scenario}_lo"]), rng.uniform(*rg[f"{scenario}_hi"]))
+    lo, hi = draw_window(scenario, split, rng)
     r_best = rng.uniform(2.8, 3.6)
     n_sq = int(rng.integers(*rg["n_squares"]))
     i0_atlas = rng.uniform(2000, 8000)
@@ -129,11 +160,7 @@ def make_session(seed: int, scenario: str = "usual", split: str = "test") -> Sim
         h_prior = np.clip(_window_score(t_est) * np.where(contaminated, 0.6, 1.0)
                           + 0.1 * rng.standard_normal(n_h), 0, 1)
         # Hidden outcome of exposing each hole (CTF model of the module docstring).
-        ctf = r_best + np.clip(t_h - hi, 0, None) / 10 + np.clip(lo - t_h, 0, None) / 5
-        ctf = ctf + 3.0 * contaminated + 2.0 * crystalline
-        ctf = ctf * np.exp(0.08 * rng.standard_normal(n_h))
-        no_ice = t_h < 5
-        ctf[no_ice] = rng.uniform(12, 30, size=int(no_ice.sum()))
+        ctf = ctf_resolution(t_h, (lo, hi), r_best, contaminated, crystalline, rng)
         ice_meas = np.clip(t_h + rng.normal(0, 5, n_h), 0, None)
         # Observables at low mag: square brightness through ice (+ broken film patches), roughness.
         frac_open = float(np.mean(t_h < 5))
