@@ -240,6 +240,7 @@ def test_cli_review_with_targets(tmp_path: Path):
     assert proc.returncode == 2 and proc.stderr.startswith("ptolemy review: error: targets file is not JSON")
 
 
+@pytest.mark.slow  # a subprocess that imports torch: ~5 s, > 10 s on a busy machine
 def test_cli_review_runs_the_finder(tmp_path: Path):
     squares = pytest.importorskip("ptolemy_core.squares")
     if not hasattr(squares, "find_squares"):
