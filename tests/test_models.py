@@ -54,6 +54,7 @@ def tiny_holes(tmp_path_factory) -> Path:
 
 
 # ----------------------------------------------------------------------------- training
+@pytest.mark.slow  # ~10-25 s each on the shared 2-core machine
 @pytest.mark.parametrize("model", ["holes", "unet"])
 def test_quick_training_writes_loadable_weights(tiny_holes, tmp_path, capsys, model):
     out = tmp_path / f"{model}.pt"

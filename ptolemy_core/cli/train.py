@@ -56,7 +56,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=0, metavar="S", help="random seed (default 0)")
     parser.add_argument("--limit", type=int, default=None, metavar="N", help="use at most N images")
     parser.add_argument("--max-minutes", type=float, default=None, metavar="M",
-                        help="unet: stop after M minutes of training (steps done are recorded)")
+                        help="stop training after M minutes (epochs/steps done are recorded)")
     parser.add_argument("--manifest", default=None, metavar="JSON",
                         help="also record the weights (sha256, command, metrics) in this manifest")
 
@@ -119,18 +119,21 @@ def run(args: argparse.Namespace) -> int:
     tr, ho = D.split(len(sets), args.seed)
     train, held = [sets[i] for i in tr], [sets[i] for i in ho]
     epochs = args.epochs or (8 if args.quick else 25)
+    budget = None if args.max_minutes is None else 60.0 * args.max_minutes
     try:
         if args.model == "squares":
-            res = F.train_squares(train, held, seed=args.seed, epochs=epochs, quick=args.quick, progress=bar)
+            res = F.train_squares(train, held, seed=args.seed, epochs=epochs, quick=args.quick,
+                                  max_seconds=budget, progress=bar)
         elif args.model == "holes":
-            res = F.train_holes(train, held, seed=args.seed, epochs=epochs, quick=args.quick, progress=bar)
+            res = F.train_holes(train, held, seed=args.seed, epochs=epochs, quick=args.quick,
+                                max_seconds=budget, progress=bar)
         elif args.quick:
             steps = min(100 * args.epochs, 100) if args.epochs else 60
             res = F.train_unet(train, held, seed=args.seed, steps=steps, patch=64, batch=4, quick=True,
                                progress=bar)
         else:
             res = F.train_unet(train, held, seed=args.seed, steps=100 * (args.epochs or 15), progress=bar,
-                               max_seconds=None if args.max_minutes is None else 60.0 * args.max_minutes)
+                               max_seconds=budget)
     except F.TrainingError as exc:
         bar.done()
         print(f"ptolemy train: error: {exc}", file=sys.stderr)

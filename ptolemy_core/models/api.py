@@ -156,9 +156,13 @@ def hole_inputs(work: np.ndarray, centres_work: np.ndarray, radii_work: np.ndarr
                 i0: float | None = None) -> tuple[list[np.ndarray], float]:
     """Two-channel crops (list, sizes vary with the radius) for the hole CNN, and the I0-known flag."""
     ref, known = C.hole_reference(work, i0)
-    crops = [C.hole_crop(work, (float(c[0]), float(c[1])), C.hole_crop_half(r), ref)
-             for c, r in zip(np.asarray(centres_work, float).reshape(-1, 2), np.asarray(radii_work, float),
-                             strict=True)]
+    centres_work = np.asarray(centres_work, float).reshape(-1, 2)
+    halves = np.array([C.hole_crop_half(r) for r in np.asarray(radii_work, float).ravel()], int)
+    crops: list[np.ndarray] = [None] * len(halves)  # type: ignore[list-item]
+    for h in np.unique(halves):  # one vectorised lookup per crop size
+        idx = np.flatnonzero(halves == h)
+        for i, c in zip(idx, C.hole_crops(work, centres_work[idx], int(h), ref), strict=True):
+            crops[i] = c
     return crops, float(known)
 
 

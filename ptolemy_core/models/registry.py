@@ -108,7 +108,7 @@ def build(name: str, arch: dict[str, Any]):
     from .unet import HoleUNet
 
     if name == "unet":
-        return HoleUNet(widths=tuple(arch.get("widths", (8, 16, 32, 32))),
+        return HoleUNet(widths=tuple(arch.get("widths", (4, 8, 16, 32))),
                         out_channels=int(arch.get("out_channels", 2)))
     if name == "square_cnn":
         return SquareCNN(width=int(arch.get("width", 16)))
@@ -154,6 +154,21 @@ def load_model(name: str, folder: Path | None = None):
             p.requires_grad_(False)
         _cache[key] = model
         return model
+
+
+def recommended_scorer(kind: str, folder: Path | None = None) -> str | None:
+    """Scorer the manifest recommends for ``scorer="auto"``: ``"cnn"``, ``"interpretable"`` or None.
+
+    Chosen by held-out AUC when the weights were shipped (``manifest.json``
+    ``"defaults": {"squares": ..., "holes": ...}``); None when the manifest says nothing.
+    """
+    path = (folder or weights_dir()) / "manifest.json"
+    try:
+        doc = json.loads(path.read_text()) if path.is_file() else {}
+    except (OSError, ValueError):
+        return None
+    value = doc.get("defaults", {}).get(kind)
+    return value if value in ("cnn", "interpretable") else None
 
 
 def model_info(name: str, folder: Path | None = None) -> dict[str, Any]:

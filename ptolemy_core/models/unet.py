@@ -12,7 +12,7 @@ Training (``ptolemy_core.train.unet``) follows the paper: the predicted
 probability map is blurred by a Gaussian whose sigma is learned jointly
 (initialised to e, Adam lr 0.1), binary cross-entropy with a positive weight,
 random 90° rotations/flips and random intensity inversion. Unlike the paper
-(nine 64-channel levels) this one is small (4 levels, 8-32 channels, ~60k
+(nine 64-channel levels) this one is small (4 levels, 4-32 channels, ~25k
 parameters) so that a 1024 × 1440 image at its working scale costs a few
 milliseconds to tens of milliseconds on two CPU cores. No normalisation layer
 is used, so outputs never depend on the batch.
@@ -52,7 +52,7 @@ class HoleUNet(nn.Module):
         Number of output logit maps (see :data:`CHANNELS`).
     """
 
-    def __init__(self, widths: tuple[int, ...] = (8, 16, 32, 32), out_channels: int = 2) -> None:
+    def __init__(self, widths: tuple[int, ...] = (4, 8, 16, 32), out_channels: int = 2) -> None:
         super().__init__()
         self.widths = tuple(int(w) for w in widths)
         self.down = nn.ModuleList()

@@ -93,7 +93,7 @@ def _auc_block(scores: np.ndarray, y: np.ndarray) -> dict[str, float]:
 
 # ----------------------------------------------------------------------------- squares
 def train_squares(train: list[SquareSet], held: list[SquareSet], *, seed: int = 0, epochs: int = 20,
-                  width: int = 16, batch: int = 64, quick: bool = False,
+                  width: int = 16, batch: int = 64, quick: bool = False, max_seconds: float | None = None,
                   progress: Progress = _quiet) -> TrainResult:
     """Train the square CNN on atlases ``train``; evaluate on ``held`` (AUC of score vs good)."""
     import torch
@@ -113,7 +113,12 @@ def train_squares(train: list[SquareSet], held: list[SquareSet], *, seed: int = 
     losses: list[float] = []
     n = len(y)
     steps_per_epoch = max(1, math.ceil(n / batch))
+    done = 0
     for ep in range(epochs):
+        if max_seconds is not None and time.perf_counter() - t0 > max_seconds:
+            progress(f"squares: time budget reached after {ep} epochs")
+            break
+        done = ep + 1
         model.train()
         order = rng.permutation(n)
         for s in range(steps_per_epoch):
@@ -129,7 +134,7 @@ def train_squares(train: list[SquareSet], held: list[SquareSet], *, seed: int = 
         _check_falls(losses, "squares")
     model.eval()
     metrics = evaluate_squares(model, held) if held else {}
-    return TrainResult(model, {"width": width}, losses, metrics, time.perf_counter() - t0)
+    return TrainResult(model, {"width": width, "epochs": done}, losses, metrics, time.perf_counter() - t0)
 
 
 def evaluate_squares(model, sets: list[SquareSet]) -> dict[str, Any]:
@@ -155,7 +160,7 @@ def hole_crops_of(s: HoleSet) -> tuple[list[np.ndarray], float]:
 
 def train_holes(train: list[HoleSet], held: list[HoleSet], *, seed: int = 0, epochs: int = 20,
                 width: int = 16, batch: int = 64, per_image: int = 60, quick: bool = False,
-                progress: Progress = _quiet) -> TrainResult:
+                max_seconds: float | None = None, progress: Progress = _quiet) -> TrainResult:
     """Train the hole CNN (crops grouped by size into batches); evaluate on ``held``.
 
     At most ``per_image`` holes (seeded choice) of each training image are used:
@@ -194,7 +199,12 @@ def train_holes(train: list[HoleSet], held: list[HoleSet], *, seed: int = 0, epo
     pw = _pos_weight(y_np)
     losses: list[float] = []
     keys = list(groups)
+    done = 0
     for ep in range(epochs):
+        if max_seconds is not None and time.perf_counter() - t0 > max_seconds:
+            progress(f"holes: time budget reached after {ep} epochs")
+            break
+        done = ep + 1
         model.train()
         batches = []
         for k in keys:
@@ -216,8 +226,8 @@ def train_holes(train: list[HoleSet], held: list[HoleSet], *, seed: int = 0, epo
         _check_falls(losses, "holes")
     model.eval()
     metrics = evaluate_holes(lambda s: _hole_cnn_on(model, s), held) if held else {}
-    return TrainResult(model, {"width": width, "in_channels": 2}, losses, metrics,
-                       time.perf_counter() - t0)
+    return TrainResult(model, {"width": width, "in_channels": 2, "epochs": done, "per_image": per_image},
+                       losses, metrics, time.perf_counter() - t0)
 
 
 def _hole_cnn_on(model, s: HoleSet) -> np.ndarray:
@@ -267,7 +277,7 @@ def _zscore(a: np.ndarray) -> np.ndarray:
 
 
 def train_unet(train: list[HoleSet], held: list[HoleSet], *, seed: int = 0, steps: int = 1500,
-               widths: tuple[int, ...] = (8, 16, 32, 32), patch: int = 96, batch: int = 8,
+               widths: tuple[int, ...] = (4, 8, 16, 32), patch: int = 96, batch: int = 8,
                pos_weight: float = 10.0, quick: bool = False, max_seconds: float | None = None,
                progress: Progress = _quiet) -> TrainResult:
     """Train the hole U-Net (paper: learned Gaussian blur, positive weight, rotations, inversion).
