@@ -102,7 +102,7 @@ def find_holes(
     basis = basis_full / s
     pitch_w = pitch / s
     med = float(np.median(work[::4, ::4]))
-    flat = lat.flatten(work, sigma=4 * pitch_w)
+    flat = lat.flatten(work, sigma=4 * pitch_w, clip=3.0)
     cell_area = abs(float(np.linalg.det(basis)))
     smooth = ndi.gaussian_filter(work, max(1.0, 0.12 * pitch_w))
     bar_mask = locate.dark_mask(smooth, 0.3 * med, 1.5 * cell_area) if med > 0 else None
@@ -118,7 +118,6 @@ def find_holes(
     kmat = np.linalg.inv(basis.T)
     origin = origin + basis.T @ np.rint(kmat @ (centre - origin))
     reach = 5.0 * pitch_w
-    measured = None
     for _ in range(6):
         idx, nodes = _nodes(work.shape, basis, origin, margin=pitch_w)
         near = np.linalg.norm(nodes - centre, axis=1) <= reach
@@ -128,7 +127,6 @@ def find_holes(
         if good.sum() >= 6:
             o, b, inl = lat.fit_lattice(cen[good], idx[near][good], weights=ncc[good] ** 2)
             origin, basis = o, b
-        measured = (idx[near], cen, ncc)
         if near.all():
             break
         reach *= 2.5
@@ -137,7 +135,7 @@ def find_holes(
 
     # final per-hole centres: measured where confident and consistent, else the fitted node
     idx, nodes = _nodes(work.shape, basis, origin, margin=pitch_w)
-    cen, ncc = locate.match_holes(flat, nodes, model.template, max(2, int(math.ceil(0.06 * pitch_w))))
+    cen, ncc = locate.match_holes(flat, nodes, model.template, max(2, int(math.ceil(0.1 * pitch_w))))
     dev = np.linalg.norm(cen - nodes, axis=1)
     use = (ncc > 0.3) & (dev < 0.25 * model.b + 1.0)
     centres = np.where(use[:, None], cen, nodes)
@@ -194,7 +192,7 @@ def find_holes(
             },
         ))
     if scorer in ("auto", "cnn") and targets:
-        learned = score.cnn_scores(img, targets, float(s))
+        learned = score.cnn_scores(img, targets, float(s), i0=i0_used)
         if learned is not None:
             targets = [t.with_score(v) for t, v in zip(targets, learned, strict=True)]
         elif scorer == "cnn":
@@ -206,23 +204,27 @@ def find_holes(
 
 
 def _find_unet(img: Image, i0, notes) -> HoleResult:
-    """U-Net centroids + anchor-pair lattice fit (paper's method), when the models ship weights."""
-    try:
-        from ..models import api
-    except ImportError:
-        api = None
-    prob = None
-    if api is not None and hasattr(api, "unet_probability"):
-        data = img.data
-        s = max(1, int(math.ceil(max(data.shape) / 2048)))
-        work = lat.bin_image(data, s)
-        z = (work - work.mean()) / (work.std() + 1e-9)
-        prob = api.unet_probability(z)
+    """U-Net centroids + anchor-pair lattice fit (paper's method), when the models ship weights.
+
+    Hook for the learned-models issue: ``ptolemy_core.models.api.unet_probability`` on the
+    z-scored working image, then its centroids and the anchor-pair lattice fit.
+    """
+    if not score.models_shipped():
+        raise PtolemyUnavailableError(
+            "method 'unet' needs the hole U-Net weights, which this installation does not ship; "
+            "use method 'lattice'")
+    from ..models import api
+
+    data = img.data
+    s = max(1, int(math.ceil(max(data.shape) / 2048)))
+    work = lat.bin_image(data, s)
+    prob = api.unet_probability((work - work.mean()) / (work.std() + 1e-9))
     if prob is None:
         raise PtolemyUnavailableError(
             "method 'unet' needs the hole U-Net weights, which this installation does not ship; "
             "use method 'lattice'")
-    raise PtolemyUnavailableError("method 'unet' (U-Net centroids + anchor-pair lattice fit) is not implemented yet")
+    raise PtolemyUnavailableError(
+        "method 'unet' (U-Net centroids + anchor-pair lattice fit) is not wired into find_holes yet")
 
 
 def _nodes(shape, basis, origin, margin):

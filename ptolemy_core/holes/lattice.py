@@ -116,7 +116,7 @@ CLIP_SIGMA = 1.0
 SPECTRAL_THRESHOLD = 6.0
 
 
-def flatten(a: np.ndarray, sigma: float) -> np.ndarray:
+def flatten(a: np.ndarray, sigma: float, clip: float | None = None) -> np.ndarray:
     """Clip outliers, replace opaque (bar) pixels by the median, subtract a smooth background.
 
     Insensitive to the contrast sign; keeps bars and contamination from
@@ -134,7 +134,8 @@ def flatten(a: np.ndarray, sigma: float) -> np.ndarray:
     # Integer counts at low dose have many ties: fall back from the MAD to the IQR and std.
     q25, q75 = np.percentile(sub, [25, 75])
     sig = max(1.4826 * float(np.median(np.abs(sub - med))), (q75 - q25) / 1.349, 0.25 * float(sub.std()), 1e-9)
-    out = np.clip(a, med - CLIP_SIGMA * sig, med + CLIP_SIGMA * sig)
+    k = CLIP_SIGMA if clip is None else clip
+    out = np.clip(a, med - k * sig, med + k * sig)
     out = out - smooth_background(out, sigma)
     sd = float(out.std())
     return (out / sd if sd > 0 else out).astype(np.float32)

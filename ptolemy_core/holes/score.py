@@ -67,8 +67,19 @@ def interpretable_scores(feats: dict, thickness) -> np.ndarray:
     return 1.0 / (1.0 + np.exp(-np.clip(z, -40, 40)))
 
 
-def cnn_scores(image, targets, working_scale: float):
+def models_shipped() -> bool:
+    """Whether ``weights/manifest.json`` lists any learned model (avoids importing torch when not)."""
+    try:
+        manifest = json.loads((WEIGHTS_PATH.parent / "manifest.json").read_text())
+    except (OSError, ValueError):
+        return False
+    return bool(manifest.get("models"))
+
+
+def cnn_scores(image, targets, working_scale: float, i0: float | None = None):
     """Learned scores from :func:`ptolemy_core.models.api.hole_cnn_scores`, or None when unavailable."""
+    if not models_shipped():
+        return None
     try:
         from ..models import api
     except ImportError:
@@ -76,5 +87,5 @@ def cnn_scores(image, targets, working_scale: float):
     fn = getattr(api, "hole_cnn_scores", None)
     if fn is None:
         return None
-    out = fn(image, targets, working_scale)
+    out = fn(image, targets, working_scale, i0=i0)
     return None if out is None else np.asarray(out, float)
