@@ -461,3 +461,31 @@ def test_adapted_hole_scores_where_leginon_reads_them(srv, mocker):
     assert scores == sorted(scores, reverse=True)
     ice_pred = [float(row[col["ice_pred"]]) for row in rows]
     np.testing.assert_allclose(ice_pred, [t_of(row) for row in rows], atol=3.0)
+
+
+def test_reference_i0_when_the_finder_has_none(tmp_path, mocker):
+    """Images without a vacuum intensity share one session reference (kept across restarts)."""
+
+    def no_i0(image, i0=None):
+        res = fake_find_holes(image, i0)
+        res.i0 = None
+        return res
+
+    mocker.patch.object(state_mod, "run_find_squares", side_effect=fake_find_squares)
+    mocker.patch.object(state_mod, "run_find_holes", side_effect=no_i0)
+    s = Running(tmp_path / "st")
+    try:
+        push_mm(s, square_id=0, mm_img_id=1, value=400.0)
+        push_mm(s, square_id=0, mm_img_id=2, value=800.0)
+        feats = s.get("/current_mm_features").json()
+        i0s = [row[feats["columns"].index("i0")] for row in feats["features"]]
+        assert i0s == pytest.approx([480.0] * 8)  # 1.2 x the first image's brightest hole
+    finally:
+        s.stop()
+    s = Running(tmp_path / "st")
+    try:
+        push_mm(s, square_id=0, mm_img_id=3, value=900.0)
+        feats = s.get("/current_mm_features").json()
+        assert feats["features"][-1][feats["columns"].index("i0")] == pytest.approx(480.0)
+    finally:
+        s.stop()
