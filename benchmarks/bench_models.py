@@ -94,7 +94,7 @@ def bench_holes(per_class: int) -> tuple[list[str], dict]:
         work = C.to_working(sim.data, s)
         t0 = time.perf_counter()
         prob2 = api.unet_probability(work, "both")
-        if kw.get("shape", (1024, 1440)) == (1024, 1440):
+        if prob2 is not None and kw.get("shape", (1024, 1440)) == (1024, 1440):
             latency.append((time.perf_counter() - t0, work.shape))
         idx, y = _labels(truth_t, res.targets)
         tg = [res.targets[i] for i in idx]

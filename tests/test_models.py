@@ -72,6 +72,24 @@ def test_quick_training_writes_loadable_weights(tiny_holes, tmp_path, capsys, mo
     assert not net.training and isinstance(net, HoleCNN if model == "holes" else HoleUNet)
 
 
+@pytest.mark.slow  # runs the hole finder on every image
+def test_training_from_operator_selections(tiny_holes, tmp_path, capsys):
+    """The facility format: images + {"selected": [[x, y], ...]}; the finder supplies the candidates."""
+    data = tmp_path / "session"
+    data.mkdir()
+    for mrc in sorted(tiny_holes.glob("*.mrc")):
+        truth = json.loads(mrc.with_suffix(".json").read_text())
+        shutil.copyfile(mrc, data / mrc.name)
+        picked = [h["center"] for h in truth["holes"] if h["good"]]
+        (data / mrc.with_suffix(".json").name).write_text(json.dumps({"selected": picked}))
+    out = tmp_path / "hole_cnn.pt"
+    rc = main(["train", "holes", "--data", str(data), "--out", str(out), "--quick", "--seed", "1"])
+    assert rc == 0, capsys.readouterr().err
+    assert "held-out all:" in capsys.readouterr().out
+    state = torch.load(out, weights_only=True)
+    assert state["meta"]["images_train"] == 3 and state["meta"]["images_held_out"] == 1
+
+
 def test_quick_check_raises_when_loss_does_not_fall():
     msg = r"unet: the training loss did not fall \(0\.5000 -> 0\.6000\)"
     with pytest.raises(fit.TrainingError, match=msg):
@@ -228,7 +246,8 @@ def test_thicker_ice_lowers_hole_score():
         sim = simulate_square_image(7, shape=(512, 720), film="carbon", contrast="normal", lattice="square",
                                     hole_px=40.0, ice_nm=ice, defect_rate=0.0, gradient_nm=0.0)
         targets = _hole_targets(sim.truth)
-        s = api.hole_cnn_scores(sim.data, targets, 2.0, i0=sim.truth["i0"], model=_shipped("hole_cnn"))
+        scale = max(1, int(sim.truth["params"]["pitch_px"] / 32))  # the hole finder's rule
+        s = api.hole_cnn_scores(sim.data, targets, scale, i0=sim.truth["i0"], model=_shipped("hole_cnn"))
         means.append(float(np.median(s)))
     assert means[1] < means[0] - 0.2, means
 
@@ -241,14 +260,15 @@ def test_contamination_lowers_hole_score():
     targets = [t for t in _hole_targets(sim.truth)
                if 60 < t.row < 450 and 60 < t.col < 660][:6]
     net = _shipped("hole_cnn")
-    clean = api.hole_cnn_scores(sim.data, targets, 2.0, i0=sim.truth["i0"], model=net)
+    scale = max(1, int(sim.truth["params"]["pitch_px"] / 32))  # the hole finder's rule
+    clean = api.hole_cnn_scores(sim.data, targets, scale, i0=sim.truth["i0"], model=net)
     dirty = sim.data.astype(np.float32).copy()
     rr, cc = np.mgrid[: dirty.shape[0], : dirty.shape[1]]
     for t in targets:  # two dark (opaque-ish) ice blobs inside each hole
         for dr, dc in ((-7.0, -5.0), (6.0, 8.0)):
             blob = np.exp(-((rr - t.row - dr) ** 2 + (cc - t.col - dc) ** 2) / (2 * 4.0 ** 2))
             dirty *= (1 - 0.8 * blob).astype(np.float32)
-    contaminated = api.hole_cnn_scores(dirty, targets, 2.0, i0=sim.truth["i0"], model=net)
+    contaminated = api.hole_cnn_scores(dirty, targets, scale, i0=sim.truth["i0"], model=net)
     assert np.all(contaminated < clean), (clean, contaminated)
 
 

@@ -43,6 +43,8 @@ from .registry import load_model
 PROB_THRESHOLD = 0.5
 #: Table 3, last row: keep lattice nodes whose summed probability in the crop exceeds this.
 NODE_PROB_THRESHOLD = 0.5
+#: Summed probability of one confident centre blob (2π·1.2², the training blur's sigma).
+BLOB_MASS = 9.0
 #: Tiles for large working images (bounded memory); the margin covers the receptive field.
 _TILE = 768
 _MARGIN = 48
@@ -561,7 +563,11 @@ def unet_hole_scores(
     *,
     prob_good: np.ndarray | None = None,
 ) -> np.ndarray | None:
-    """Summed ``"good"`` probability inside each hole, mapped to 0..1 by ``1 - exp(-sum)``.
+    """Summed ``"good"`` probability inside each hole, mapped to 0..1 by ``sum / (sum + BLOB_MASS)``.
+
+    ``BLOB_MASS`` (:data:`BLOB_MASS`) is the summed probability of one confident
+    hole-centre blob (≈ 2πσ² of the training blur), so a clearly good hole
+    scores ≳ 0.5 and the map never saturates (no ties at 1.0).
 
     Parameters
     ----------
@@ -590,7 +596,7 @@ def unet_hole_scores(
     radii = np.array([hole_radius_full(t) for t in targets]) / working_scale
     # Sum over the hole's disk (box of side 2r, radius-dependent: exact per hole).
     sums = np.array([_disk_sum(prob_good, c, r) for c, r in zip(centres, radii, strict=True)])
-    return 1.0 - np.exp(-sums)
+    return sums / (sums + BLOB_MASS)
 
 
 def _disk_sum(prob: np.ndarray, centre: np.ndarray, radius: float) -> float:

@@ -357,11 +357,12 @@ def train_unet(train: list[HoleSet], held: list[HoleSet], *, seed: int = 0, step
 def evaluate_unet(model, sets: list[HoleSet]) -> dict[str, Any]:
     """Held-out: AUC of the summed good-probability score, and centroid localisation P/R/F1."""
     from ..metrics import points_in_ellipses, score_detections
-    from ..models.api import _disk_sum, unet_hole_centres, unet_probability
+    from ..models.api import BLOB_MASS, _disk_sum, unet_hole_centres, unet_probability
 
     def score(s: HoleSet) -> np.ndarray:
         pg = unet_probability(s.work, "good", model=model)
-        return 1.0 - np.exp(-np.array([_disk_sum(pg, c, r) for c, r in zip(s.centres, s.radii, strict=True)]))
+        sums = np.array([_disk_sum(pg, c, r) for c, r in zip(s.centres, s.radii, strict=True)])
+        return sums / (sums + BLOB_MASS)
 
     out = evaluate_holes(score, sets)
     tp = fp = fn = 0
