@@ -109,10 +109,13 @@ def find_squares(image: Image | np.ndarray, *, pixel_size_nm: float | None = Non
     img = as_image(image, pixel_size_nm)
     data = img.data
     notes: list[str] = []
-    lo, hi = float(data.min()), float(data.max())
-    if not hi > lo or min(data.shape) < 8:
-        notes.append("image is constant or too small: no squares" if hi > lo or min(data.shape) >= 8
-                     else "image is constant: no squares")
+    if min(data.shape) < 8:
+        notes.append(f"image of {data.shape[0]}x{data.shape[1]} pixels is too small: no squares")
+        return SquareResult([], notes=notes)
+    # Constant images: checked on a coarse copy (a full-resolution min/max costs more).
+    probe = segment.block_mean(data, max(1, max(data.shape) // 512), keep_remainder=True)
+    if not float(probe.max()) > float(probe.min()) and not float(data.max()) > float(data.min()):
+        notes.append("image is constant: no squares")
         return SquareResult([], notes=notes)
 
     lat = segment.estimate_lattice(data)
@@ -123,7 +126,8 @@ def find_squares(image: Image | np.ndarray, *, pixel_size_nm: float | None = Non
         notes.append("no grid periodicity found: global thresholds, no lattice split/merge")
         scale = max(1, int(np.ceil(max(data.shape) / 1024)))
     else:
-        scale = max(1, int(round(pitch / segment.WORK_PITCH_PX)))
+        # Bounded cost: the working image never exceeds ~2048 px on its longer side.
+        scale = max(1, int(round(pitch / segment.WORK_PITCH_PX)), int(np.ceil(max(data.shape) / 2048)))
     work = segment.block_mean(data, scale, keep_remainder=True)
     pitch_work = pitch / scale if pitch else None
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from scipy import ndimage as ndi
 from scipy.optimize import minimize_scalar
 from scipy.spatial import ConvexHull, QhullError
 
@@ -24,10 +23,16 @@ def _sorted_pixels(labels: np.ndarray, boundary_only: bool = True):
     """Pixel coordinates grouped by label: (rows, cols, starts, label_ids)."""
     mask = labels > 0
     if boundary_only:
-        # Interior pixels never define a bounding box; keep the outline only.
-        eroded = ndi.minimum_filter(labels, size=3, mode="constant", cval=0) == labels
-        eroded &= ndi.maximum_filter(labels, size=3, mode="constant", cval=0) == labels
-        mask &= ~eroded
+        # Interior pixels never define a bounding box; keep the outline only (a pixel whose
+        # 4 neighbours carry its label is interior; image-border pixels are outline).
+        edge = np.zeros_like(mask)
+        edge[0, :] = edge[-1, :] = True
+        edge[:, 0] = edge[:, -1] = True
+        edge[1:, :] |= labels[1:, :] != labels[:-1, :]
+        edge[:-1, :] |= labels[:-1, :] != labels[1:, :]
+        edge[:, 1:] |= labels[:, 1:] != labels[:, :-1]
+        edge[:, :-1] |= labels[:, :-1] != labels[:, 1:]
+        mask &= edge
     r, c = np.nonzero(mask)
     lab = labels[r, c]
     order = np.argsort(lab, kind="stable")
@@ -186,9 +191,9 @@ def split_merge(labels: np.ndarray, boxes: Boxes, pitch: float) -> tuple[np.ndar
         _, new = np.unique(combo, return_inverse=True)
         labels = labels.copy()
         labels[r, c] = (n_old + 1 + new).astype(np.int32)
-    # Compact the label numbers.
-    present = np.unique(labels)
-    present = present[present > 0]
-    remap = np.zeros(int(labels.max()) + 1, np.int32)
-    remap[present] = np.arange(1, len(present) + 1, dtype=np.int32)
+    # Compact the label numbers (bincount: linear, no sort of all pixels).
+    present = np.bincount(labels.ravel()) > 0
+    present[0] = False
+    remap = np.zeros(len(present), np.int32)
+    remap[present] = np.arange(1, int(present.sum()) + 1, dtype=np.int32)
     return remap[labels], True

@@ -27,8 +27,8 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage as ndi
 
-#: Target grid pitch in working pixels (windows then span ~20–40 working pixels).
-WORK_PITCH_PX = 40.0
+#: Target grid pitch in working pixels (windows then span ~15–35 working pixels).
+WORK_PITCH_PX = 32.0
 #: Largest side of the coarse copy used for the lattice estimate.
 COARSE_SIDE = 256
 
@@ -82,8 +82,9 @@ def _acf_peak(img: np.ndarray, expect: np.ndarray | None = None,
               sigma: float = 1.5) -> tuple[np.ndarray | None, float]:
     """Nearest strong lattice vector (d_row, d_col) in pixels of ``img``, and its strength.
 
-    With ``expect`` (a vector measured on a coarser copy) the peak is searched within 25 %
-    of it instead (so a finer texture — the holey film — cannot be mistaken for the mesh).
+    With ``expect`` (a vector measured on a coarser copy) the peak is searched at radii
+    between 0.25 and 1.25 times its length (so a much finer texture — a resolved holey
+    film — cannot be mistaken for the mesh, while a coarse harmonic is corrected).
     """
     h, w = img.shape
     # Light smoothing removes textures finer than ~4 px (holes of the film).
@@ -119,8 +120,10 @@ def _acf_peak(img: np.ndarray, expect: np.ndarray | None = None,
     r_min = below[0] + 1
     ann = (rr > r_min) & (rr < r_max)
     if expect is not None:
-        near_expect = np.hypot(yy - expect[0], xx - expect[1]) < 0.25 * np.hypot(*expect)
-        ann = near_expect & (rr < r_max)
+        # Between a quarter of the coarse vector (it may have been a harmonic, 2v or √2v)
+        # and a bit more than it; textures 15× finer than the mesh stay excluded.
+        e = float(np.hypot(*expect))
+        ann = (rr > max(r_min, 0.25 * e)) & (rr < min(r_max, 1.25 * e))
         if not ann.any():
             return None, 0.0
     masked = np.where(ann, win, -np.inf)
@@ -323,11 +326,14 @@ def segment(work: np.ndarray, pitch_work: float | None) -> Segmentation:
         bar, opn = local_levels(smooth, pitch_work)
         min_area = 0.08 * (0.55 * pitch_work) ** 2
     contrast = opn - bar
-    floor = 0.25 * float(np.median(contrast)) if contrast.size else 0.0
+    # Where no window is near (solid rim, clip ring, out-of-grid) the local contrast is
+    # only noise: a floor tied to the atlas's brightest neighbourhoods keeps that noise
+    # from being normalised up to square level.
+    floor = 0.15 * float(np.percentile(contrast[::4, ::4], 99.0))
     floor = max(floor, 1e-6 * max(abs(float(mix.means[1])), 1.0))
     norm = (smooth - bar) / np.maximum(contrast, np.float32(floor))
-    # Detection threshold in units of the local contrast: above the bar noise (robust
-    # spread of the lower class), at least 0.10, at most 0.35 (dark thick squares).
+    # Detection threshold in units of the local contrast: 6 σ above the bar noise, at
+    # least 0.05 (glow), at most 0.35 (dark thick squares must stay above it).
     # Bars cover ≥ 44 % of a mesh (bar fraction ≥ 25 %), so the 5th–20th percentiles of
     # the normalised image lie on bars: their spread gives the bar noise (a Gaussian's
     # P20 − P5 = 0.80 σ) without being inflated by dark squares.
@@ -358,8 +364,7 @@ def segment(work: np.ndarray, pitch_work: float | None) -> Segmentation:
     refined = smooth > lut[labels]
     labels = np.where(refined, labels, 0)
     # Relabel compactly (drop emptied labels), keeping one label per original segment.
-    present = np.zeros(n + 1, bool)
-    present[np.unique(labels)] = True
+    present = np.bincount(labels.ravel(), minlength=n + 1) > 0
     present[0] = False
     remap = np.zeros(n + 1, np.int32)
     remap[present] = np.arange(1, int(present.sum()) + 1)
