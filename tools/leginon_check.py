@@ -442,6 +442,39 @@ def demo_squares():
             with H.capture_db(rec):
                 node.autoTargetFinder()
             print("   filter-key=Signal -> %d targets" % len(rec.targets.get("acquisition", [])))
+            # already-targeted squares: put the first picks into the tiles' target map as Leginon's
+            # database would hold them, then run the auto finder again (real createExistingPositionTargets,
+            # real _runBlobRankFilter with our outlines)
+            from leginon import leginondata
+
+            first = list(full)
+            for x, y in acq:
+                imd, drow, dcol = node._mosaicToTarget(y, x)
+                td = leginondata.AcquisitionImageTargetData(
+                    session=session,
+                    type="acquisition",
+                    status="new",
+                    **{"delta row": drow, "delta column": dcol},
+                )
+                node.targetmap.setdefault(imd.dbid, {"acquisition": [], "focus": []})["acquisition"].append(
+                    td
+                )
+            node.settings["filter-key"] = "Score"
+            node.settings["filter-min"], node.settings["filter-max"] = 0.0, 1.0
+            with H.capture_db(rec):
+                node.autoTargetFinder()
+            again = []
+            for x, y in rec.targets.get("acquisition", []):
+                imd, drow, dcol = node._mosaicToTarget(y, x)
+                ro, co = offsets[imd.dbid]
+                again.append((ro + imd["image"].shape[0] / 2 + drow, co + imd["image"].shape[1] / 2 + dcol))
+            repeated = sum(
+                1 for p in again if min(np.hypot(p[0] - q[0], p[1] - q[1]) for q in first) < 0.1 * pitch
+            )
+            print(
+                "   with the first %d targets in the database: %d new targets, %d of them repeats"
+                % (len(first), len(again), repeated)
+            )
     return out
 
 
