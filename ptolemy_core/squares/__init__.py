@@ -69,12 +69,24 @@ class SquareResult:
     scorer: str = "none"
 
 
-def _cnn_scores(image: Image, targets: list[Target]) -> np.ndarray | None:
-    """Hook for the learned classifier (``ptolemy_core.models.api.square_cnn_scores``)."""
+def _cnn_scores(image: Image, targets: list[Target], i0: float | None) -> np.ndarray | None:
+    """Hook for the learned classifier (``ptolemy_core.models.api.square_cnn_scores``).
+
+    Returns None (→ interpretable scores) when no square CNN weights are installed; the
+    manifest is checked first so that torch is imported only when there is a model.
+    """
     try:
+        from ..models.registry import read_manifest
+
+        if "square_cnn" not in read_manifest():
+            return None
         from ..models.api import square_cnn_scores
     except ImportError:
         return None
+    import inspect
+
+    if "i0" in inspect.signature(square_cnn_scores).parameters:
+        return square_cnn_scores(image, targets, i0=i0)
     return square_cnn_scores(image, targets)
 
 
@@ -194,17 +206,18 @@ def find_squares(image: Image | np.ndarray, *, pixel_size_nm: float | None = Non
                 "bar_level": float(bar_k[k]),
             },
         ))
-    scores, used = _score(img, targets, x, scorer)
+    scores, used = _score(img, targets, x, scorer, i0)
     targets = [t.with_score(s) for t, s in zip(targets, scores, strict=True)]
     return SquareResult(rank(targets), grid_angle_deg=float(theta), pitch_px=pitch, i0=i0, notes=notes,
                         working_scale=scale, scorer=used)
 
 
-def _score(img: Image, targets: list[Target], x: np.ndarray, scorer: str) -> tuple[np.ndarray, str]:
+def _score(img: Image, targets: list[Target], x: np.ndarray, scorer: str,
+           i0: float | None) -> tuple[np.ndarray, str]:
     if scorer == "none":
         return np.zeros(len(targets)), "none"
     if scorer in ("auto", "cnn"):
-        cnn = _cnn_scores(img, targets)
+        cnn = _cnn_scores(img, targets, i0)
         if cnn is not None:
             return np.clip(np.asarray(cnn, float), 0, 1), "cnn"
         if scorer == "cnn":

@@ -47,9 +47,10 @@ def feature_matrix(area: np.ndarray, above: np.ndarray, std: np.ndarray, seg_are
 
 
 def _weights_path() -> Path:
-    import weights
+    # The registry finds the installed ``ptolemy_core.weights`` package (torch-free).
+    from ..models.registry import weights_dir
 
-    return Path(weights.__file__).resolve().parent / WEIGHTS_NAME
+    return Path(weights_dir()) / WEIGHTS_NAME
 
 
 @lru_cache(maxsize=1)
