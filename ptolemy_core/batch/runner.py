@@ -16,7 +16,8 @@ Resumption: an image whose ``<stem>.json`` exists and parses as targets of the
 right kind is not processed again (its summary record is kept from the previous
 summary, or rebuilt from the JSON). Images that failed are retried on the next run.
 
-Parallelism: a :class:`concurrent.futures.ProcessPoolExecutor` (``spawn``) with
+Parallelism: a :class:`concurrent.futures.ProcessPoolExecutor` (``forkserver`` with the
+finder preloaded, else ``spawn``) with
 one worker per core; each worker loads the finder and its models once (pool
 initializer; the model registry caches them per process) and uses one torch
 thread. With ``scheduler`` the same per-image function runs on a Dask
@@ -449,13 +450,32 @@ def run_batch(
     return BatchResult(final, out, jsonl, csv_path, time.perf_counter() - start, notes)
 
 
-def _run_pool(workers, todo, paths, outputs, kind, options, finish) -> None:
+def _pool_context(options: dict[str, Any] | None = None):
+    """Start method for the workers.
+
+    ``forkserver`` with the finder modules preloaded: numpy/scipy/torch are imported
+    once, in the fork server (a fresh single-threaded process, so forking it is safe
+    even though this process may hold torch/OpenMP threads), and every worker is a
+    cheap fork of it instead of importing everything again (``spawn``). Falls back to
+    ``spawn`` where forkserver does not exist (Windows, macOS without it).
+    """
     import multiprocessing
+
+    if "forkserver" not in multiprocessing.get_all_start_methods():
+        return multiprocessing.get_context("spawn")
+    ctx = multiprocessing.get_context("forkserver")
+    # Only takes effect when this process starts its fork server (its first pool). A plug-in
+    # finder is imported by each worker's initializer instead of the built-in finders.
+    plugin = bool((options or {}).get("finder"))
+    ctx.set_forkserver_preload(["ptolemy_core.batch.runner" if plugin else "ptolemy_core.batch._preload"])
+    return ctx
+
+
+def _run_pool(workers, todo, paths, outputs, kind, options, finish) -> None:
     from concurrent.futures import ProcessPoolExecutor, as_completed
     from concurrent.futures.process import BrokenProcessPool
 
-    # spawn: no fork of a parent that may hold torch/OpenMP threads.
-    ctx = multiprocessing.get_context("spawn")
+    ctx = _pool_context(options)
     with ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=init_worker,
                              initargs=(kind, True, options)) as pool:
         futures = {pool.submit(process_image, str(paths[i]), str(outputs[i]), kind, options): i for i in todo}
