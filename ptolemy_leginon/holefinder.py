@@ -215,5 +215,15 @@ class HoleNodeMixin:
         self.hf.calc_holestats(input_name="holes2")
         self.filterIce(input_name="holes2")
 
+    def storeHoleFinderPrefsData(self, imagedata: Any) -> Any:
+        """Leginon's prefs record, with the I0 and stats radius actually used."""
+        saved = (self.settings["lattice zero thickness"], self.settings["lattice hole radius"])
+        self.settings["lattice zero thickness"] = self._ptolemy_i0()
+        self.settings["lattice hole radius"] = self._ptolemy_radius()
+        try:
+            return super().storeHoleFinderPrefsData(imagedata)
+        finally:
+            self.settings["lattice zero thickness"], self.settings["lattice hole radius"] = saved
+
     def _getScriptPref(self) -> str:
         return "ptolemy-leginon (in-process)"

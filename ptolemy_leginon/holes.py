@@ -140,14 +140,3 @@ def leginon_json_line(targets: Sequence[Target], shape: Sequence[int], *, score_
     return json.dumps(
         leginon_json_records(targets, shape, score_key=score_key), separators=(", ", ": "), allow_nan=False
     )
-
-
-def full_json_to_leginon(line: str, shape: Sequence[int], *, score_key: str = "score") -> str:
-    """A Ptolemy JSON line in full-resolution pixels (e.g. from the worker) -> Leginon's frame."""
-    from ptolemy_core.formats import from_json
-
-    targets = from_json(line, kind="hole")
-    for t in targets:
-        if not math.isfinite(t.score):
-            t.score = 0.0
-    return leginon_json_line(targets, shape, score_key=score_key)
