@@ -277,7 +277,19 @@ def main() -> int:
         t0 = time.perf_counter()
         out = sessions_table(opts.sessions, opts.budget, plot)
         print(out, flush=True)
-        parts += [f"`python benchmarks/bench_adaptive.py` (= `ptolemy simulate-session --sessions "
+        parts += [
+            "Simulated screening sessions (feature level, `ptolemy_core/adaptive/simulate.py`): a grid of "
+            "50-110 squares with hidden ice thickness and defects, 25-60 holes per square, observables from "
+            "Beer-Lambert with a session-specific mean free path and a mis-set I0, a documented CTF model "
+            "of the sample's ice window, Leginon's call order (prior order first, reorder after every "
+            "second square as `looplearn --interval 1`), 100 exposures per session, 5 per square. "
+            "Scenarios: *usual* (the window our priors assume), *thick* and *thin* (the prior is wrong "
+            "for the sample). Policies: random; prior-only (our finders' scores); reference-GP (the "
+            "reference server's square GP on crop statistics with its fixed hyper-parameters, holes by "
+            "prior); ours (`SessionRanker`: residual GP on squares and holes, session ice calibration, "
+            "UCB). The UCB weights were chosen on the *train* split (seeds 0-7 and 100-123, narrower "
+            "ranges); the table is the held-out *test* split (other seeds, wider ranges).", "",
+            f"`python benchmarks/bench_adaptive.py` (= `ptolemy simulate-session --sessions "
                   f"{opts.sessions} --budget {opts.budget} --split test --plot "
                   f"benchmarks/adaptive_sessions.png`), {time.perf_counter() - t0:.0f} s on {host}.", "",
                   out.strip(), "", "![cumulative good exposures](adaptive_sessions.png)", ""]

@@ -110,7 +110,7 @@ def run(args: argparse.Namespace) -> int:
         print("|---:|---:|" + "---:|" * len(scenarios) + "---:|")
         best = None
         for beta in (0.0, 0.5, 1.0, 2.0):
-            for hbeta in (0.0, 0.5, 1.0):
+            for hbeta in (0.0, 0.25, 0.5):
                 s = replace(settings, ucb_beta=beta, hole_ucb_beta=hbeta)
                 res = run_benchmark(seeds, scenarios=scenarios, policies=("ours",), settings=s, **common)
                 means = [float(np.mean(res["good"][sc]["ours"])) for sc in scenarios]
