@@ -489,3 +489,31 @@ def test_reference_i0_when_the_finder_has_none(tmp_path, mocker):
         assert feats["features"][-1][feats["columns"].index("i0")] == pytest.approx(480.0)
     finally:
         s.stop()
+
+
+def test_server_only_endpoints(srv, tmp_path):
+    push_tile(srv, 1, 1)
+    assert srv.post("/save_state", {"path": "h1"}).status_code == 200
+    assert srv.post("/save_state", {"path": "h2"}).status_code == 200
+    r = srv.post("/append_multi_historical_states", {"paths": ["h1", "h2"]})
+    assert r.status_code == 200 and srv.app.state.ptolemy.hist_squares[-1].square_id == 5
+    assert srv.post("/append_multi_historical_states", {"paths": ["h1", "../x"]}).status_code == 403
+    (tmp_path / "state" / "cfg.json").write_text(json.dumps({"adaptive": {"ucb_beta": 2.0}}))
+    assert srv.post("/set_config", {"path": "cfg.json"}).status_code == 200
+    assert srv.app.state.ptolemy.ranker.settings.ucb_beta == 2.0
+    (tmp_path / "state" / "bad.json").write_text(json.dumps({"beta": 1}))
+    r = srv.post("/set_config", {"path": "bad.json"})
+    assert r.status_code == 400 and r.json()["detail"] == "unknown adaptive setting(s): beta"
+    img = np.full((64, 80), 300.0, np.float32).tolist()
+    r = srv.post("/push_mm", {"image": img, "grid_id": 1, "square_id": 2, "mm_img_id": 4})
+    assert r.status_code == 200 and r.json() is None
+    assert len(parse_csv(srv.get("/rerun_mm_on_active_holes").json())[1]) == 4
+    records = srv.post("/process_stateless_lm", {"image": tile()}).json()
+    assert len(records) == 3 and records[0]["center"] == [30.0, 20.0] and "brightness" in records[0]
+    records = srv.post("/process_stateless_mm", {"image": img}).json()
+    assert len(records) == 4 and records[0]["kind"] == "hole"
+    assert len(parse_csv(srv.get("/current_lm_state").json())[1]) == 3  # stateless: nothing stored
+    assert srv.post("/visit_square", {"square_id": 1}).status_code == 200
+    assert srv.post("/visit_square", {"square_id": 77}).status_code == 404
+    rows = parse_csv(srv.post("/select_next_square", {"value": -1}).json())[1]
+    assert [int(r[0]) for r in rows] == [0, 2]
