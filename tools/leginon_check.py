@@ -163,7 +163,7 @@ def hole_settings(i0, radius_shrunk=None):
     return st
 
 
-def demo_holes(shapes=((1024, 1440), (2048, 2048), (4096, 4096)), lattice="square"):
+def demo_holes(shapes=((1024, 1440), (2048, 2048), (4096, 4096), (4102, 4097)), lattice="square"):
     H.bootstrap()
     from leginon import ice, leginondata, scorefinder, scorefinderback
 
@@ -246,7 +246,7 @@ def demo_holes(shapes=((1024, 1440), (2048, 2048), (4096, 4096)), lattice="squar
                     float(np.median(e)) if len(e) else float("nan"),
                     float(np.max(e)) if len(e) else float("nan"),
                     len(foc),
-                    node.shrink_factor,
+                    getattr(node, "shrink_factor", None),
                     dt,
                     ("  EXCEPTION " + err) if err else "",
                     ("  ERRORS " + "; ".join(errs[:2])) if errs else "",
