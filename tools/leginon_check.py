@@ -282,6 +282,56 @@ def demo_holes(shapes=((1024, 1440), (2048, 2048), (4096, 4096), (4102, 4097)), 
     return results
 
 
+def demo_failure():
+    """A finder that raises inside the real findTargets: empty targets, a logged error, no user wait."""
+    H.bootstrap()
+    from leginon import ice, leginondata, scorefinderback
+
+    from ptolemy_leginon.register import make_node_classes
+
+    print("\n=== failure: our hole finder raises inside Leginon's findTargets/publishFoundTargets")
+    session = H.make_session("ptolemycheck")
+    rec = H.Recorder()
+
+    def broken(*args):
+        raise RuntimeError("simulated finder crash")
+
+    node = H.fake_node(
+        make_node_classes()["PtolemyHoleFinder"],
+        settings=hole_settings(1000.0),
+        rec=rec,
+        name="Exposure Targeting",
+        session=session,
+        hf=scorefinderback.HoleFinder(),
+        icecalc=ice.IceCalculator(),
+        foc_counter=itertools.count(),
+        lattice_matrix=None,
+        parent_imageid=None,
+        ignore_focus_targets=False,
+        ptolemy_finder=broken,
+    )
+    img = np.ones((2048, 2048), np.float32)
+    imd = leginondata.AcquisitionImageData(image=img, filename="ptolemycheck_crash", session=session)
+    tl = leginondata.ImageTargetListData(session=session, image=imd, queue=None)
+    try:
+        with H.capture_db(rec):
+            node.findTargets(imd, tl)  # the harness node has no userpause: a user-check wait would raise
+            node.publishFoundTargets(imd, tl)
+        outcome = "returned normally"
+    except Exception as exc:  # noqa: BLE001
+        outcome = "RAISED %s: %s" % (type(exc).__name__, exc)
+    print(
+        "  findTargets %s; targets %s; published %d; status %s"
+        % (
+            outcome,
+            {k: len(v) for k, v in rec.targets.items()},
+            len(rec.published_of("AcquisitionImageTargetData")),
+            rec.status,
+        )
+    )
+    print("  ERROR logs: %s" % [m for m in rec.logs if m.startswith("ERROR")])
+
+
 def atlas_tiles(seed=5, shape=(1024, 1024), tile=576, overlap=128, stem=None):
     img, truth = simulate("atlas", seed, shape, stem)
     step = tile - overlap
@@ -531,6 +581,7 @@ if __name__ == "__main__":
     H.report_imports()
     if args.only in (None, "misc"):
         demo_misc()
+        demo_failure()
     if args.only in (None, "holes"):
         demo_holes(lattice=args.lattice)
     if args.only in (None, "squares"):
