@@ -286,16 +286,13 @@ def init_worker(kind: str, single_thread: bool = True, options: dict[str, Any] |
         from ..models import registry
     except ImportError:
         return  # reported per image by process_image
-    try:
-        # The scorers' module imports torch (seconds); pay that at start-up, not on image 1.
-        from ..models import api  # noqa: F401
-    except ImportError:
-        pass
     names = ["square_cnn"] if "lowmag" in kinds else []
     names += ["hole_cnn", "unet"] if "medmag" in kinds else []
     for name in names:
         try:
-            registry.load_model(name)  # cached in this process for every later image
+            # Cached in this process for every later image; imports torch only when
+            # weights are shipped (no weights: the finders do not need torch).
+            registry.load_model(name)
         except Exception:  # noqa: BLE001 - a broken model shows up per image, with its message
             pass
 
