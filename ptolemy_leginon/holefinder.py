@@ -208,6 +208,23 @@ class HoleNodeMixin:
             self.hf.calc_ice(input_name=input_name)
         except Exception as exc:  # noqa: BLE001
             self.logger.error("ice filter failed: %s", exc)
+            return
+        self._ptolemy_limit_targets()
+
+    def _ptolemy_limit_targets(self) -> None:
+        """Keep the ``ptolemy max targets`` best-scoring good holes (0 = all), as the screening policy."""
+        limit = int(self.settings.get("ptolemy max targets") or 0)
+        good = self.hf["holes2"]
+        if limit <= 0 or good is None or len(good) <= limit:
+            return
+        key = self.settings["score key"]
+        kept = sorted(good, key=lambda h: (-float(h.stats.get(key, 0.0)), h.stats.get("hole_number", 0)))[
+            :limit
+        ]
+        self.hf.update_result("holes2", kept)
+        self.logger.info(
+            "Ptolemy: kept the %d best of %d good holes ('ptolemy max targets')", limit, len(good)
+        )
 
     def iceOnConvolved(self) -> None:
         """Template targets: statistics with our radius, then the ice filter."""

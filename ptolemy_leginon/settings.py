@@ -40,6 +40,7 @@ HOLE_EXTRA_DEFAULTS: dict[str, Any] = {
     "ptolemy method": "lattice",  # 'lattice' | 'unet' (when the model ships)
     "ptolemy auto i0": True,  # our vacuum estimate instead of 'lattice zero thickness'
     "ptolemy auto radius": True,  # hole-stats radius from the measured hole radius
+    "ptolemy max targets": 0,  # exposures per image: the best-scoring good holes (0 = all)
     "ptolemy pixel size nm": 0.0,
 }
 

@@ -322,6 +322,9 @@ class FakeHoleBackEnd:
         self._r["holes"] = holes
         self._r["holes2"] = None
 
+    def update_result(self, key, value):
+        self._r[key] = value
+
     def configure_holestats(self, radius=None):
         self.radius = radius
 

@@ -467,6 +467,15 @@ def test_hole_threshold_score_key_and_fixed_i0(classes, mods):
     holes = node.hf["holes"]
     assert holes and all(h.stats["probability"] >= 0.5 for h in holes)
     assert all(h.stats["thickness-mean"] == pytest.approx(math.log(2000 / 905.0), abs=0.02) for h in holes)
+    assert len(node.targets["acquisition"]) == len(node.hf["holes2"]) > 5
+
+    # the screening policy's holes per square: the best-scoring good holes only
+    node.settings["ptolemy max targets"] = 5
+    node.findTargets(fk.imagedata(mods["leginondata"], img, dbid=2), None)
+    acq = node.targets["acquisition"]
+    assert len(acq) == 5
+    best = sorted((h.stats["probability"] for h in node.hf["holes"] if h.stats.get("good")), reverse=True)[:5]
+    assert sorted((a["stats"]["probability"] for a in acq), reverse=True) == best
 
 
 def test_hole_finder_exception_gives_empty_targets_no_user_wait(classes, mods, caplog):
