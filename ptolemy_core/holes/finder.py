@@ -15,7 +15,9 @@ from . import lattice as lat
 from . import locate, measure, score
 
 #: Working scale aims at this many working pixels per lattice period (holes ~10–20 px across).
-TARGET_PITCH_WORK = 32.0
+TARGET_PITCH_WORK = 24.0
+#: Opaque-bar level, relative to the darker of film and hole (carbon films).
+BAR_LEVEL = 0.55
 
 
 @dataclass
@@ -104,12 +106,20 @@ def find_holes(
     med = float(np.median(work[::4, ::4]))
     flat = lat.flatten(work, sigma=4 * pitch_w, clip=3.0)
     cell_area = abs(float(np.linalg.det(basis)))
-    smooth = ndi.gaussian_filter(work, max(1.0, 0.12 * pitch_w))
-    bar_mask = locate.dark_mask(smooth, 0.3 * med, 1.5 * cell_area) if med > 0 else None
+    # masks and visibility work on a coarser, smoothed copy (memory and time at 8192²)
+    cf = max(1, int(0.1 * pitch_w))
+    smooth = ndi.gaussian_filter(lat.bin_image(work, cf), max(0.7, 0.12 * pitch_w / cf))
+    bar_mask = locate.dark_mask(smooth, 0.3 * med, 1.5 * cell_area / cf ** 2) if med > 0 else None
 
-    model = locate.lattice_average(work, flat, basis, bar_mask)
+    model = locate.lattice_average(work, flat, basis, _upsample_mask(bar_mask, cf, work.shape))
     if model is None:
         return HoleResult([], None, i0, float(s), notes + ["no hole lattice found (no hole in the cell)"])
+    # bars: much darker than both film and holes, and large (contamination blobs are smaller);
+    # 8-bit displays and read-out offsets keep real bars well above zero, hence a relative level
+    dark_level = BAR_LEVEL * min(model.film_level, model.hole_level)
+    if dark_level > 0:
+        bar_mask = locate.dark_mask(smooth, dark_level, 1.5 * cell_area / cf ** 2)
+    cmap = locate.CorrelationMap(flat, model.template)
     origin = model.origin
     search = max(2, int(math.ceil(0.18 * pitch_w)))
 
@@ -121,7 +131,7 @@ def find_holes(
     for _ in range(6):
         idx, nodes = _nodes(work.shape, basis, origin, margin=pitch_w)
         near = np.linalg.norm(nodes - centre, axis=1) <= reach
-        cen, ncc = locate.match_holes(flat, nodes[near], model.template, search)
+        cen, ncc = cmap.refine(nodes[near], search)
         search = max(2, int(math.ceil(0.08 * pitch_w)))  # the fit is close now: smaller windows
         good = ncc > 0.25
         if good.sum() >= 6:
@@ -135,13 +145,14 @@ def find_holes(
 
     # final per-hole centres: measured where confident and consistent, else the fitted node
     idx, nodes = _nodes(work.shape, basis, origin, margin=pitch_w)
-    cen, ncc = locate.match_holes(flat, nodes, model.template, max(2, int(math.ceil(0.1 * pitch_w))))
+    cen, ncc = cmap.refine(nodes, max(2, int(math.ceil(0.1 * pitch_w))))
+    del cmap
     dev = np.linalg.norm(cen - nodes, axis=1)
     use = (ncc > 0.3) & (dev < 0.25 * model.b + 1.0)
     centres = np.where(use[:, None], cen, nodes)
 
     # which nodes are visible holes
-    vis, cut = _visibility(work, smooth, centres, model, bar_mask)
+    vis, cut = _visibility(work, smooth, cf, centres, model, bar_mask)
     keep = (vis >= 0.5) & (centres[:, 0] >= -0.5) & (centres[:, 0] <= work.shape[0] - 0.5) \
         & (centres[:, 1] >= -0.5) & (centres[:, 1] <= work.shape[1] - 0.5)
     keep &= _centre_in_full(centres, s, (h, w))
@@ -248,19 +259,32 @@ def _centre_in_full(centres: np.ndarray, s: int, shape) -> np.ndarray:
     return (r >= -0.5) & (r <= shape[0] - 0.5) & (c >= -0.5) & (c <= shape[1] - 0.5)
 
 
-def _visibility(work, smooth, centres, model: locate.CellModel, bar_mask):
+def _upsample_mask(mask, factor: int, shape):
+    """A coarse mask at working resolution (None stays None)."""
+    if mask is None:
+        return None
+    if factor == 1:
+        return mask
+    up = np.repeat(np.repeat(mask, factor, axis=0), factor, axis=1)
+    out = np.zeros(shape, bool)
+    r, c = min(shape[0], up.shape[0]), min(shape[1], up.shape[1])
+    out[:r, :c] = up[:r, :c]
+    return out
+
+
+def _visibility(work, smooth, cf, centres, model: locate.CellModel, bar_mask):
     """Visible fraction of each hole (image edge, bars) and whether it is cut."""
     pts = locate.ellipse_points(centres, model.a, model.b, model.angle_deg)
     h, w = work.shape
     inside = (pts[..., 0] >= -0.5) & (pts[..., 0] <= h - 0.5) & (pts[..., 1] >= -0.5) & (pts[..., 1] <= w - 0.5)
-    vals, ok = locate.sample(smooth, pts)
+    vals, ok = locate.sample_scaled(smooth, pts, cf)
     gold_like = model.sign > 0 and model.film_level < 0.3 * model.hole_level
     if gold_like:
         # the film is nearly as dark as a bar: a visible hole must look like a hole
         thr = model.film_level + 0.25 * (model.hole_level - model.film_level)
         open_ = vals > thr
     elif bar_mask is not None:
-        mvals, _ = locate.sample(bar_mask, pts)
+        mvals, _ = locate.sample_scaled(bar_mask, pts, cf)
         open_ = ~mvals
     else:
         open_ = np.ones(vals.shape, bool)

@@ -147,11 +147,10 @@ def smooth_background(a: np.ndarray, sigma: float) -> np.ndarray:
     if f == 1:
         return ndi.gaussian_filter(a, sigma, mode="nearest")
     small = ndi.gaussian_filter(bin_image(a, f), sigma / f, mode="nearest")
-    zoom = (a.shape[0] / small.shape[0], a.shape[1] / small.shape[1])
-    out = ndi.zoom(small, zoom, order=1, mode="nearest", grid_mode=True)
-    if out.shape != a.shape:  # rounding in zoom: pad/crop to the exact shape
-        out = np.pad(out, [(0, max(0, a.shape[0] - out.shape[0])), (0, max(0, a.shape[1] - out.shape[1]))],
-                     mode="edge")[: a.shape[0], : a.shape[1]]
+    # nearest upsampling: the steps (gradient × f) are far below the noise for sigma ≫ f
+    out = np.repeat(np.repeat(small, f, axis=0), f, axis=1)
+    out = np.pad(out, [(0, max(0, a.shape[0] - out.shape[0])), (0, max(0, a.shape[1] - out.shape[1]))],
+                 mode="edge")[: a.shape[0], : a.shape[1]]
     return out.astype(np.float32)
 
 
@@ -418,13 +417,14 @@ def estimate_basis(img: np.ndarray, max_side: int = 512):
             found.append(res[0])
         for b in found:
             pitch = float(np.linalg.norm(b, axis=1).min())
-            # at least ~16 cells in the crop: huge cells fold a few defects into a fake 'hole'
-            if pitch < 5.0 or abs(float(np.linalg.det(b))) > crop.size / 16.0:
+            # at least ~12 cells in the crop: huge cells fold a few defects into a fake "hole"
+            if pitch < 5.0 or abs(float(np.linalg.det(b))) > crop.size / 12.0:
                 continue
             cands.append((fold_snr(flat, b), abs(float(np.linalg.det(b))) * f * f, b * f, f))
-        if cands and max(c[0] for c in cands) > 12 and min(np.linalg.norm(c[2], axis=1).min() / c[3]
-                                                             for c in cands) >= 8:
-            break
+        if cands:
+            best = max(cands, key=lambda c: c[0])
+            if best[0] > 12 and np.linalg.norm(best[2], axis=1).min() / best[3] >= 8:
+                break
     if not cands:
         return None
     top = max(c[0] for c in cands)

@@ -242,3 +242,70 @@ def sample(img: np.ndarray, pts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     ok = (r >= 0) & (r < h) & (c >= 0) & (c < w)
     vals = img[np.clip(r, 0, h - 1), np.clip(c, 0, w - 1)]
     return vals, ok
+
+
+class CorrelationMap:
+    """Template cross-correlation of the whole working image, computed once, tile by tile.
+
+    Memory is one working-size float32 map (tiles of ``tile²`` with a margin go
+    through ``scipy.signal.fftconvolve``). Every refinement of the lattice then
+    only gathers small windows from it.
+    """
+
+    def __init__(self, img: np.ndarray, template: np.ndarray, tile: int = 1024):
+        from scipy.signal import fftconvolve
+
+        h, w = img.shape
+        rad = template.shape[0] // 2
+        self.rad = rad
+        self.corr = np.zeros((h, w), np.float32)
+        kern = template[::-1, ::-1].astype(np.float32)
+        tnorm = float(np.sqrt((template ** 2).sum())) * math.sqrt(float((template != 0).sum())) + 1e-12
+        box = 2 * rad + 1
+        m = rad + 1
+        for r0 in range(0, h, tile):
+            for c0 in range(0, w, tile):
+                r1, c1 = min(h, r0 + tile), min(w, c0 + tile)
+                ra, rb, ca, cb = max(0, r0 - m), min(h, r1 + m), max(0, c0 - m), min(w, c1 + m)
+                sub = img[ra:rb, ca:cb].astype(np.float32)
+                cor = fftconvolve(sub, kern, mode="same")
+                # normalise by the local standard deviation (a correlation coefficient-like score)
+                mu = ndi.uniform_filter(sub, box, mode="nearest")
+                var = np.maximum(ndi.uniform_filter(sub * sub, box, mode="nearest") - mu * mu, 1e-12)
+                cor /= np.sqrt(var) * tnorm
+                self.corr[r0:r1, c0:c1] = cor[r0 - ra:r0 - ra + (r1 - r0), c0 - ca:c0 - ca + (c1 - c0)]
+
+    def refine(self, nodes: np.ndarray, search: int) -> tuple[np.ndarray, np.ndarray]:
+        """Best correlation within ``±search`` px of each node: sub-pixel centres (N, 2) and peak scores (N,)."""
+        h, w = self.corr.shape
+        n = len(nodes)
+        centres = np.array(nodes, float)
+        score = np.zeros(n, np.float32)
+        base = np.rint(nodes).astype(np.int64)
+        inside = ((base[:, 0] >= search) & (base[:, 0] < h - search)
+                  & (base[:, 1] >= search) & (base[:, 1] < w - search))
+        idx = np.nonzero(inside)[0]
+        if len(idx) == 0:
+            return centres, score
+        off = np.arange(-search, search + 1)
+        for s0 in range(0, len(idx), 8192):
+            sel = idx[s0:s0 + 8192]
+            rr = base[sel, 0][:, None, None] + off[None, :, None]
+            cc = base[sel, 1][:, None, None] + off[None, None, :]
+            win = self.corr[rr, cc]
+            flat = win.reshape(len(sel), -1)
+            k = np.argmax(flat, axis=1)
+            ky, kx = np.divmod(k, win.shape[2])
+            score[sel] = flat[np.arange(len(sel)), k]
+            centres[sel, 0] = base[sel, 0] + ky - search + _parabola(win, ky, kx, axis=0)
+            centres[sel, 1] = base[sel, 1] + kx - search + _parabola(win, ky, kx, axis=1)
+        return centres, score
+
+
+def sample_scaled(arr: np.ndarray, pts: np.ndarray, factor: int) -> tuple[np.ndarray, np.ndarray]:
+    """Nearest values of a map binned by ``factor`` at working-pixel points (…, 2)."""
+    h, w = arr.shape
+    r = np.floor((pts[..., 0] + 0.5) / factor).astype(np.int64)
+    c = np.floor((pts[..., 1] + 0.5) / factor).astype(np.int64)
+    ok = (r >= 0) & (r < h) & (c >= 0) & (c < w)
+    return arr[np.clip(r, 0, h - 1), np.clip(c, 0, w - 1)], ok
