@@ -350,3 +350,20 @@ def test_sq_script_with_real_finder_matches_ptolemy_lowmag(tmp_path):
     assert res.stdout.split()[0] == "RC=0", res.stderr
     first = (folder / "s_7.json").read_text().splitlines()[0]
     assert first == to_json_line(find_squares(read_image(str(path))).targets)
+
+
+def test_copied_script_runs_with_baked_interpreter_of_awkward_name(tmp_path, fakepy):
+    from ptolemy_core.cli.main import main
+
+    weird = tmp_path / "bin dir" / "py th'on$x"
+    weird.parent.mkdir()
+    weird.symlink_to(fakepy[0])
+    dest = tmp_path / "scripts"
+    dest.mkdir()
+    assert main(["leginon", "scripts", str(dest), "--python", str(weird)]) == 0
+    _write_mrc(tmp_path / "t.mrc", np.ones((16, 16), np.float32))
+    env = _env("unused")
+    del env["PTOLEMY_PYTHON"]
+    res = _source(dest / "sq_finding.sh", "s_2", str(tmp_path / "t.mrc"), str(tmp_path), env=env)
+    assert res.stdout.split()[0] == "RC=0", res.stderr
+    assert json.loads((tmp_path / "s_2.json").read_text().splitlines()[0])[0]["score"] == 0.9

@@ -41,13 +41,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def script_text(which: str, python: str | None = None) -> str:
     """The script ``which`` ('sq' | 'hole') with the default interpreter filled in."""
+    import shlex
     from importlib import resources
 
     text = resources.files("ptolemy_leginon.scripts").joinpath(SCRIPT_NAMES[which]).read_text()
-    return text.replace(
-        f"${{PTOLEMY_PYTHON:-{PLACEHOLDER}}}",
-        "${{PTOLEMY_PYTHON:-{}}}".format((python or sys.executable).replace('"', '\\"')),
+    template = f'__py="${{PTOLEMY_PYTHON:-{PLACEHOLDER}}}"'
+    # single-quoted by shlex: any character in the interpreter's path is safe
+    baked = (
+        f"__py={shlex.quote(python or sys.executable)}  # baked in by `ptolemy leginon scripts`\n"
+        '    __py="${PTOLEMY_PYTHON:-$__py}"'
     )
+    if template not in text:  # pragma: no cover - the packaged scripts always have it
+        raise RuntimeError(f"{SCRIPT_NAMES[which]}: interpreter line not found")
+    return text.replace(template, baked)
 
 
 def run(args: argparse.Namespace) -> int:
