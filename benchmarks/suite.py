@@ -49,3 +49,56 @@ def square_image_sessions(split: str, per_class: int = 3):
                 kw["tilt_deg"] = float(rng.uniform(*cfg["tilt"]))
             out.append((name, seed, kw))
     return out
+
+
+# ---------------------------------------------------------------------------------------------
+# Low-mag atlases (squares engineer): fixed seeded sessions for bench_squares.py
+# ---------------------------------------------------------------------------------------------
+
+#: Atlas classes: (name, shapes cycled over the sessions, montage).
+ATLAS_CLASSES = {
+    "single": ([(1024, 1024), (1536, 1024), (1024, 1536), (2048, 2048)], False),
+    "montage": ([(2048, 2048), (1536, 2048), (2048, 1365)], True),
+    "4k-8k": ([(4096, 4096), (6144, 4096), (8192, 8192)], None),
+}
+
+# The tuning part is what the finder and the interpretable scorer were developed/trained on
+# (the simulator's default ranges; training seeds 5000-5047 are a further tuning set). The
+# held-out part has other seeds AND parameter ranges outside or at the edge of the defaults:
+# lower dose, stronger vignetting, more tile-brightness spread, wider PSF, stronger glow,
+# more and gapped montage tiles.
+_ATLAS_SPLITS = {
+    "tuning": dict(seed0=7000, overrides=None),
+    "held-out": dict(seed0=9000, overrides=dict(
+        dose=(100.0, 400.0), falloff=(0.2, 0.3), tile_brightness_sd=(0.06, 0.1),
+        psf_sigma_px=(1.2, 2.0), glow=(0.05, 0.15), tile_gap_px=(2, 6), tiles=(5, 6))),
+}
+
+
+def atlas_sessions(split: str, per_class: int = 4, large: int = 3):
+    """Fixed low-mag sessions: list of ``(class, seed, kwargs)`` for ``simulate_atlas``.
+
+    ``per_class`` sessions for the single-frame and montage classes, ``large`` for 4k-8k.
+    """
+    import numpy as np
+
+    cfg = _ATLAS_SPLITS[split]
+    out = []
+    for ci, (name, (shapes, montage)) in enumerate(ATLAS_CLASSES.items()):
+        n = large if name == "4k-8k" else per_class
+        for k in range(n):
+            seed = cfg["seed0"] + 100 * ci + k
+            kw: dict = {"shape": shapes[k % len(shapes)], "montage": montage}
+            ranges = cfg["overrides"]
+            if ranges:
+                rng = np.random.default_rng(seed + 12345)
+                kw["dose"] = float(np.exp(rng.uniform(*np.log(ranges["dose"]))))
+                kw["falloff"] = float(rng.uniform(*ranges["falloff"]))
+                kw["tile_brightness_sd"] = float(rng.uniform(*ranges["tile_brightness_sd"]))
+                kw["psf_sigma_px"] = float(rng.uniform(*ranges["psf_sigma_px"]))
+                kw["glow"] = float(rng.uniform(*ranges["glow"]))
+                kw["tile_gap_px"] = int(rng.integers(ranges["tile_gap_px"][0], ranges["tile_gap_px"][1] + 1))
+                t = int(rng.integers(ranges["tiles"][0], ranges["tiles"][1] + 1))
+                kw["tiles"] = [t, t]
+            out.append((name, seed, kw))
+    return out

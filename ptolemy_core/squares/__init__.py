@@ -179,12 +179,11 @@ def find_squares(image: Image | np.ndarray, *, pixel_size_nm: float | None = Non
     ref_area = float(np.median(area[full])) if full.any() else float(np.median(area))
     visible = np.where(edge, np.minimum(area / max(ref_area, 1e-9), 1.0), 1.0)
     count, mean, std, bar_k = m.count[idx], m.mean[idx], m.std[idx], m.bar[idx]
-    sub = measure.Measurements(count, mean, std, bar_k, m.peak[idx], edge)
-    i0, thick, rel, med_level = measure.ice_estimates(sub, full)
+    sub = measure.Measurements(count, mean, std, bar_k, m.peak[idx], edge, m.dip[idx])
+    i0, thick, rel, _ = measure.ice_estimates(sub, full)
     if i0 is None:
         notes.append("no vacuum (broken/empty square) found: I0 unknown, relative thickness only")
     seg_area = count * scale * scale
-    x = score.feature_matrix(area, mean - bar_k, std, seg_area, visible, edge, ref_area, med_level)
 
     targets = []
     for k in range(len(idx)):
@@ -204,9 +203,11 @@ def find_squares(image: Image | np.ndarray, *, pixel_size_nm: float | None = Non
                 "ice_thickness_nm": None if i0 is None else float(thick[k]),
                 "relative_thickness": float(rel[k]),
                 "bar_level": float(bar_k[k]),
+                "peak": float(sub.peak[k]),
+                "dip": float(sub.dip[k]),
             },
         ))
-    scores, used = _score(img, targets, x, scorer, i0)
+    scores, used = _score(img, targets, score.features_from_targets(targets), scorer, i0)
     targets = [t.with_score(s) for t, s in zip(targets, scores, strict=True)]
     return SquareResult(rank(targets), grid_angle_deg=float(theta), pitch_px=pitch, i0=i0, notes=notes,
                         working_scale=scale, scorer=used)

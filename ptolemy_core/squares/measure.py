@@ -33,8 +33,9 @@ class Measurements:
     mean: np.ndarray  # mean raw intensity
     std: np.ndarray
     bar: np.ndarray  # local bar level at the segment
-    peak: np.ndarray  # max of the smoothed image in the segment
+    peak: np.ndarray  # max of the smoothed image in the segment's core
     touches_edge: np.ndarray
+    dip: np.ndarray | None = None  # min of the smoothed image in the segment's core
 
 
 def measure(work: np.ndarray, smooth: np.ndarray, labels: np.ndarray, bar: np.ndarray) -> Measurements:
@@ -49,19 +50,32 @@ def measure(work: np.ndarray, smooth: np.ndarray, labels: np.ndarray, bar: np.nd
     mean = s1 / safe
     std = np.sqrt(np.maximum(s2 / safe - mean * mean, 0))
     bar_mean = np.bincount(flat, weights=bar.ravel().astype(np.float64), minlength=n + 1)[1:] / safe
-    # Brightest smoothed value per segment, from the top percent of segment pixels only
-    # (that is where any vacuum is); other segments get their mean.
-    peak = mean.copy()
-    inside = smooth[labels > 0]
-    if inside.size:
-        thr = np.percentile(inside[:: max(1, inside.size // 200_000)], 99.0)
-        hot = (smooth >= thr) & (labels > 0)
-        if hot.any():
-            peak = np.maximum(peak, ndi.maximum(smooth[hot], labels[hot], np.arange(1, n + 1)))
+    # Brightest and darkest smoothed values inside each segment's core (two pixels in from
+    # its outline, whose values are only the half level): vacuum patches and cracks raise
+    # the peak, contamination lowers the dip.
+    core = _erode_labels(_erode_labels(labels))
+    index = np.arange(1, n + 1)
+    has_core = np.bincount(core.ravel(), minlength=n + 1)[1:] > 0
+    # Segments too thin to have a core use all their pixels.
+    src = np.where(np.concatenate([[False], has_core])[labels], core, labels)
+    peak = np.asarray(ndi.maximum(smooth, src, index), float) if n else np.zeros(0)
+    dip = np.asarray(ndi.minimum(smooth, src, index), float) if n else np.zeros(0)
     border = np.zeros(n + 1, bool)
     for edge in (labels[0], labels[-1], labels[:, 0], labels[:, -1]):
         border[edge] = True
-    return Measurements(count, mean, std, bar_mean, np.asarray(peak, float), border[1:])
+    return Measurements(count, mean, std, bar_mean, peak, border[1:], dip)
+
+
+def _erode_labels(labels: np.ndarray) -> np.ndarray:
+    """Labels minus their outline (4-neighbour, by shifted comparisons: linear and cheap)."""
+    keep = labels > 0
+    keep[1:, :] &= labels[1:, :] == labels[:-1, :]
+    keep[:-1, :] &= labels[:-1, :] == labels[1:, :]
+    keep[:, 1:] &= labels[:, 1:] == labels[:, :-1]
+    keep[:, :-1] &= labels[:, :-1] == labels[:, 1:]
+    keep[0, :] = keep[-1, :] = False
+    keep[:, 0] = keep[:, -1] = False
+    return np.where(keep, labels, 0)
 
 
 def ice_estimates(m: Measurements, full: np.ndarray) -> tuple[float | None, np.ndarray, np.ndarray, float]:
