@@ -1,0 +1,193 @@
+"""Square finder on simulated atlases with known truth, its JSON and its command line."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from ptolemy_core.cli.main import main as cli_main
+from ptolemy_core.errors import PtolemyInputError
+from ptolemy_core.formats import from_json, to_json_line
+from ptolemy_core.metrics import points_in_polygons, polygon_iou
+from ptolemy_core.squares import SquareResult, find_squares
+from ptolemy_core.synth.atlas import simulate_atlas
+
+FEATURE_ORDER = ["segment_area", "std", "visible_fraction", "touches_edge", "ice_thickness_nm",
+                 "relative_thickness"]
+
+
+def _truth_polys(truth):
+    return [np.asarray(q["vertices"], float)[:, ::-1] for q in truth["squares"]]
+
+
+def _match(result, truth):
+    """inside[truth square, detection] and the required (≥ half visible, not opaque) squares."""
+    pts = np.array([t.center for t in result.targets]).reshape(-1, 2)
+    inside = points_in_polygons(_truth_polys(truth), pts)
+    required = np.array([q["visible_fraction"] >= 0.5 and q["defect"] != "opaque"
+                         for q in truth["squares"]])
+    return inside, required
+
+
+@pytest.fixture(scope="module")
+def atlas():
+    return simulate_atlas(7, shape=(1024, 1024), montage=False)
+
+
+@pytest.fixture(scope="module")
+def result(atlas):
+    return find_squares(atlas.data)
+
+
+def test_every_square_found_once_and_centres_inside(atlas, result):
+    inside, required = _match(result, atlas.truth)
+    per_square = inside.sum(axis=1)
+    assert np.all(per_square[required] == 1)  # every required square exactly once
+    assert np.all(inside.sum(axis=0) == 1)  # every detection inside exactly one true square
+    assert len(result.targets) >= required.sum()
+    assert isinstance(result, SquareResult) and result.pitch_px == pytest.approx(
+        atlas.truth["grid"]["pitch_px"], rel=0.01)
+    ang = (result.grid_angle_deg - atlas.truth["grid"]["angle_deg"] + 45) % 90 - 45
+    assert abs(ang) < 0.3
+
+
+def test_vertices_close_to_truth(atlas, result):
+    inside, _ = _match(result, atlas.truth)
+    polys = _truth_polys(atlas.truth)
+    checked = 0
+    for m, q in enumerate(atlas.truth["squares"]):
+        hits = np.nonzero(inside[m])[0]
+        if q["visible_fraction"] < 1 or len(hits) != 1 or q["defect"] == "opaque":
+            continue
+        found = result.targets[hits[0]].vertices_array()
+        truth = polys[m]
+        # Same corners (any starting vertex / direction): each found corner within 4 px of one.
+        d = np.linalg.norm(found[:, None, :] - truth[None, :, :], axis=2).min(axis=1)
+        assert d.max() < 4.0, (q["defect"], d)
+        assert polygon_iou(found, truth) > 0.9
+        checked += 1
+    assert checked >= 30
+
+
+def test_scores_ranked_and_good_squares_rank_higher(atlas, result):
+    scores = [t.score for t in result.targets]
+    assert scores == sorted(scores, reverse=True)
+    assert all(0.0 <= s <= 1.0 for s in scores)
+    inside, _ = _match(result, atlas.truth)
+    good, bad = [], []
+    for n, t in enumerate(result.targets):
+        m = np.nonzero(inside[:, n])[0]
+        if len(m) == 1:
+            (good if atlas.truth["squares"][m[0]]["good"] else bad).append(t.score)
+    assert good and bad
+    assert np.median(good) > np.median(bad)
+
+
+def test_edge_squares_flagged(atlas, result):
+    inside, _ = _match(result, atlas.truth)
+    for n, t in enumerate(result.targets):
+        m = np.nonzero(inside[:, n])[0]
+        q = atlas.truth["squares"][m[0]]
+        if q["visible_fraction"] < 0.9:
+            assert t.features["touches_edge"] is True
+            assert t.features["visible_fraction"] < 1.0
+        elif q["visible_fraction"] == 1.0 and min(np.asarray(q["vertices"]).min(), 1023 - np.asarray(
+                q["vertices"]).max()) > 3:
+            assert t.features["touches_edge"] is False
+            assert t.features["visible_fraction"] == 1.0
+
+
+def test_json_fields_types_order_and_xy_round_trip(atlas, result):
+    line = to_json_line(result.targets)
+    assert "\n" not in line
+    records = json.loads(line)
+    assert len(records) == len(result.targets)
+    for rec, t in zip(records, result.targets, strict=True):
+        keys = list(rec)
+        assert keys[:5] == ["center", "vertices", "area", "brightness", "score"]
+        extras = [k for k in keys if k in FEATURE_ORDER]
+        assert extras == FEATURE_ORDER
+        assert isinstance(rec["center"], list) and len(rec["center"]) == 2
+        assert len(rec["vertices"]) == 4 and all(len(v) == 2 for v in rec["vertices"])
+        assert all(isinstance(v, float) for v in rec["center"])
+        assert isinstance(rec["area"], float) and isinstance(rec["brightness"], float)
+        assert isinstance(rec["touches_edge"], bool)
+        assert rec["ice_thickness_nm"] is None or isinstance(rec["ice_thickness_nm"], float)
+        # [x, y] = [col, row]
+        assert rec["center"] == [t.center[1], t.center[0]]
+    # x/y convention against the image: the found centre's pixel is bright (x = column).
+    data = atlas.data.astype(float)
+    rec = records[0]
+    x, y = rec["center"]
+    assert data[int(round(y)), int(round(x))] > np.median(data)
+    back = from_json(line, kind="square")
+    assert [b.center for b in back] == [t.center for t in result.targets]
+    assert [b.vertices for b in back] == [t.vertices for t in result.targets]
+
+
+def test_cli_json_and_txt(tmp_path, atlas, result, capsys):
+    stem = tmp_path / "atlas"
+    mrc, _ = atlas.save(stem)
+    assert cli_main(["lowmag", str(mrc), "-f", "json"]) == 0
+    out = capsys.readouterr().out
+    assert out.count("\n") == 1
+    records = json.loads(out)
+    assert len(records) == len(result.targets)
+    # Same squares as in-process (the MRC holds the same pixels), x = column.
+    got = sorted((round(r["center"][0], 3), round(r["center"][1], 3)) for r in records)
+    want = sorted((round(t.center[1], 3), round(t.center[0], 3)) for t in result.targets)
+    assert got == want
+    out_file = tmp_path / "out.json"
+    assert cli_main(["lowmag", str(mrc), "-f", "json", "-o", str(out_file)]) == 0
+    assert json.loads(out_file.read_text()) == records
+    assert cli_main(["lowmag", str(mrc)]) == 0
+    txt = capsys.readouterr().out.splitlines()
+    assert txt[0] == "x_coord\ty_coord"
+    x, y = map(float, txt[1].split("\t"))
+    assert (x, y) == pytest.approx(tuple(records[0]["center"]), abs=0.01)
+
+
+def test_constant_and_tiny_images(tmp_path, capsys):
+    import mrcfile
+
+    assert find_squares(np.full((256, 256), 5.0)).targets == []
+    path = tmp_path / "const.mrc"
+    with mrcfile.new(path) as m:
+        m.set_data(np.full((64, 64), 3, np.int16))
+    assert cli_main(["lowmag", str(path), "-f", "json"]) == 0
+    assert capsys.readouterr().out.strip() == "[]"
+    tiny = np.random.default_rng(0).random((32, 32)).astype(np.float32)
+    res = find_squares(tiny)
+    assert isinstance(res.targets, list)
+    with pytest.raises(PtolemyInputError, match="unknown scorer 'x'"):
+        find_squares(tiny, scorer="x")
+
+
+def test_montage_rotated_and_non_square():
+    sim = simulate_atlas(21, shape=(900, 1400), montage=True, tiles=[3, 4], tile_brightness_sd=0.08,
+                         angle_deg=37.0, mesh=400, pixel_size_nm=450.0)
+    res = find_squares(sim.data)
+    inside, required = _match(res, sim.truth)
+    assert np.all(inside.sum(axis=1)[required] == 1)
+    assert np.all(inside.sum(axis=0) <= 1)
+    assert abs((res.grid_angle_deg - 37.0 + 45) % 90 - 45) < 0.3
+    # Coordinates span the whole (non-square) image: squares found near the far column edge.
+    assert max(t.center[1] for t in res.targets) > 1200
+
+
+def test_bright_broken_and_dark_thick_squares_found():
+    rates = {"broken": 0.15, "empty": 0.1, "thick": 0.2, "opaque": 0.0, "cracked": 0.0, "contaminated": 0.0}
+    sim = simulate_atlas(33, shape=(1024, 1024), montage=False, defect_rates=rates, mesh=300,
+                         pixel_size_nm=500.0)
+    res = find_squares(sim.data)
+    inside, required = _match(res, sim.truth)
+    kinds = {q["defect"] for q, r in zip(sim.truth["squares"], required, strict=True) if r}
+    assert {"thick", "empty"} <= kinds
+    assert np.all(inside.sum(axis=1)[required] == 1)
+
+
+def test_deterministic(atlas, result):
+    again = find_squares(atlas.data)
+    assert to_json_line(again.targets) == to_json_line(result.targets)
