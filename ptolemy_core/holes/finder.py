@@ -18,6 +18,7 @@ from . import locate, measure, score
 TARGET_PITCH_WORK = 24.0
 #: Opaque-bar level, relative to the darker of film and hole (carbon films).
 BAR_LEVEL = 0.55
+_DEBUG = False
 
 
 @dataclass
@@ -137,6 +138,7 @@ def find_holes(
         if good.sum() >= 6:
             o, b, inl = lat.fit_lattice(cen[good], idx[near][good], weights=ncc[good] ** 2)
             origin, basis = o, b
+            if _DEBUG: print("fit", int(good.sum()), len(good), basis.round(3).tolist(), int(inl.sum()))
         if near.all():
             break
         reach *= 2.5

@@ -282,8 +282,10 @@ class CorrelationMap:
         centres = np.array(nodes, float)
         score = np.zeros(n, np.float32)
         base = np.rint(nodes).astype(np.int64)
-        inside = ((base[:, 0] >= search) & (base[:, 0] < h - search)
-                  & (base[:, 1] >= search) & (base[:, 1] < w - search))
+        # the template footprint must lie inside the image: near the border the zero-padded
+        # correlation is biased (holes cut by the edge keep their lattice node instead)
+        e = search + self.rad
+        inside = (base[:, 0] >= e) & (base[:, 0] < h - e) & (base[:, 1] >= e) & (base[:, 1] < w - e)
         idx = np.nonzero(inside)[0]
         if len(idx) == 0:
             return centres, score
