@@ -162,6 +162,7 @@ def test_cli_batch_exit_status_progress_and_summary(images: Path, tmp_path: Path
     assert proc.stderr.strip() == "ptolemy batch: error: --jobs must be at least 1, got 0"
 
 
+@pytest.mark.slow  # imports torch (square CNN): ~6 s, > 10 s on a busy machine
 def test_real_finder_end_to_end(tmp_path: Path):
     """With the real square finder (skipped until it exists): batch output = direct call."""
     squares = pytest.importorskip("ptolemy_core.squares")
