@@ -84,7 +84,8 @@ def run_split(split: str, per_class: int) -> list[dict]:
 def timing() -> list[tuple[str, float, int]]:
     out = []
     for shape in [(1024, 1440), (2048, 2048), (4096, 4096), (8192, 8192)]:
-        sim = simulate_square_image(77, shape=shape, film="carbon", contrast="normal", hole_px=40.0, dose=40.0)
+        sim = simulate_square_image(77, shape=shape, film="carbon", contrast="normal", hole_px=40.0,
+                                    dose=40.0)
         data = sim.data.astype(np.float32)
         del sim
         find_holes(data[:512, :512])  # warm imports
@@ -109,7 +110,8 @@ def table(rows, times) -> str:
     ]
     for r in rows:
         lines.append(f"| {r['split']} | {r['cls']} | {r['n']} | {r['precision']:.3f} | {r['recall']:.3f} | "
-                     f"{r['f1']:.3f} | {r['min_f1']:.3f} | {r['err']:.2f} | {r['auc']:.3f} | {r['secs']:.2f} |")
+                     f"{r['f1']:.3f} | {r['min_f1']:.3f} | {r['err']:.2f} | {r['auc']:.3f} | "
+                     f"{r['secs']:.2f} |")
     if times:
         lines += ["", "| image size | seconds (in-process find_holes) | holes |", "|---|---|---|"]
         lines += [f"| {n} | {t:.2f} | {k} |" for n, t, k in times]

@@ -20,8 +20,10 @@ SQUARE_IMAGE_CLASSES = {
 # Tuning and held-out parts differ in seeds AND in parameter ranges (hole size, dose, rotation,
 # tilt), so nothing chosen on the tuning part is checked on the very same distribution.
 _SQUARE_SPLITS = {
-    "tuning": dict(seed0=1000, hole_px=(20.0, 70.0), dose=(25.0, 120.0), tilt=(20.0, 35.0), angle=(0.0, 90.0)),
-    "held-out": dict(seed0=5000, hole_px=(24.0, 100.0), dose=(15.0, 80.0), tilt=(30.0, 45.0), angle=(90.0, 180.0)),
+    "tuning": dict(seed0=1000, hole_px=(20.0, 70.0), dose=(25.0, 120.0), tilt=(20.0, 35.0),
+                   angle=(0.0, 90.0)),
+    "held-out": dict(seed0=5000, hole_px=(24.0, 100.0), dose=(15.0, 80.0), tilt=(30.0, 45.0),
+                     angle=(90.0, 180.0)),
 }
 
 

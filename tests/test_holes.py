@@ -64,7 +64,8 @@ def test_inverted_contrast_found():
 
 
 def test_no_detections_on_bar():
-    s = simulate_square_image(21, shape=(768, 1024), film="carbon", contrast="normal", hole_px=40.0, dose=60.0,
+    s = simulate_square_image(21, shape=(768, 1024), film="carbon", contrast="normal", hole_px=40.0,
+                              dose=60.0,
                               defect_rate=0.0, film_blobs_per_cell=0.0, bar=True)
     bar = s.truth["bar"]
     res = find_holes(s.data)

@@ -21,7 +21,8 @@ def test_deterministic_from_seed():
 
 
 def test_truth_fields_and_types():
-    s = simulate_square_image(3, shape=(300, 400), film="carbon", contrast="inverted", lattice="hex", bar=True)
+    s = simulate_square_image(3, shape=(300, 400), film="carbon", contrast="inverted", lattice="hex",
+                              bar=True)
     t = s.truth
     assert t["kind"] == "square" and t["shape"] == [300, 400]
     assert t["film"] == "carbon" and t["contrast"] == "inverted" and t["lattice"]["kind"] == "hex"
@@ -32,7 +33,8 @@ def test_truth_fields_and_types():
         assert set(h) >= {"id", "center", "radius", "ellipse", "visible_fraction", "ice_thickness_nm",
                           "good", "defect", "why"}
         assert 0 < h["visible_fraction"] <= 1
-        assert h["defect"] in {"none", "empty", "broken", "thick", "crystalline", "cracked", "contaminated", "cut"}
+        assert h["defect"] in {"none", "empty", "broken", "thick", "crystalline", "cracked", "contaminated",
+                               "cut"}
         if h["good"]:
             assert h["defect"] == "none" and 20 <= h["ice_thickness_nm"] <= 100
 

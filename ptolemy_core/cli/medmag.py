@@ -19,7 +19,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     common.add_image_arguments(parser)
     common.add_output_arguments(parser)
     parser.add_argument("--i0", type=float, default=None, metavar="VALUE",
-                        help="vacuum intensity (counts) for ice thickness; default: estimated from empty holes")
+                        help="vacuum intensity (counts) for ice thickness; "
+                             "default: estimated from empty holes")
     parser.add_argument("--method", choices=("lattice", "unet"), default="lattice",
                         help="hole localisation: lattice (default) or unet (needs model weights)")
 

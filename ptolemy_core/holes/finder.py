@@ -18,7 +18,6 @@ from . import locate, measure, score
 TARGET_PITCH_WORK = 24.0
 #: Opaque-bar level, relative to the darker of film and hole (carbon films).
 BAR_LEVEL = 0.55
-_DEBUG = False
 
 
 @dataclass
@@ -138,7 +137,6 @@ def find_holes(
         if good.sum() >= 6:
             o, b, inl = lat.fit_lattice(cen[good], idx[near][good], weights=ncc[good] ** 2)
             origin, basis = o, b
-            if _DEBUG: print("fit", int(good.sum()), len(good), basis.round(3).tolist(), int(inl.sum()))
         if near.all():
             break
         reach *= 2.5
@@ -244,14 +242,16 @@ def _nodes(shape, basis, origin, margin):
     """All lattice nodes within the image (plus margin): indices (N,2) and positions (N,2)."""
     h, w = shape
     kmat = np.linalg.inv(basis.T)
-    corners = np.array([[-margin, -margin], [-margin, w + margin], [h + margin, -margin], [h + margin, w + margin]])
+    corners = np.array([[-margin, -margin], [-margin, w + margin],
+                        [h + margin, -margin], [h + margin, w + margin]])
     fr = (kmat @ (corners - origin).T).T
     lo = np.floor(fr.min(axis=0)).astype(int)
     hi = np.ceil(fr.max(axis=0)).astype(int)
     ii, jj = np.meshgrid(np.arange(lo[0], hi[0] + 1), np.arange(lo[1], hi[1] + 1), indexing="ij")
     idx = np.column_stack([ii.ravel(), jj.ravel()])
     pos = origin + idx @ basis
-    ok = (pos[:, 0] >= -margin) & (pos[:, 0] <= h + margin) & (pos[:, 1] >= -margin) & (pos[:, 1] <= w + margin)
+    ok = ((pos[:, 0] >= -margin) & (pos[:, 0] <= h + margin)
+          & (pos[:, 1] >= -margin) & (pos[:, 1] <= w + margin))
     return idx[ok], pos[ok]
 
 
@@ -278,7 +278,8 @@ def _visibility(work, smooth, cf, centres, model: locate.CellModel, bar_mask):
     """Visible fraction of each hole (image edge, bars) and whether it is cut."""
     pts = locate.ellipse_points(centres, model.a, model.b, model.angle_deg)
     h, w = work.shape
-    inside = (pts[..., 0] >= -0.5) & (pts[..., 0] <= h - 0.5) & (pts[..., 1] >= -0.5) & (pts[..., 1] <= w - 0.5)
+    inside = ((pts[..., 0] >= -0.5) & (pts[..., 0] <= h - 0.5)
+              & (pts[..., 1] >= -0.5) & (pts[..., 1] <= w - 0.5))
     vals, ok = locate.sample_scaled(smooth, pts, cf)
     gold_like = model.sign > 0 and model.film_level < 0.3 * model.hole_level
     if gold_like:

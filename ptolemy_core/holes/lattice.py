@@ -133,7 +133,8 @@ def flatten(a: np.ndarray, sigma: float, clip: float | None = None) -> np.ndarra
     # spectrum; the lattice survives clipping (it even becomes a cleaner binary pattern).
     # Integer counts at low dose have many ties: fall back from the MAD to the IQR and std.
     q25, q75 = np.percentile(sub, [25, 75])
-    sig = max(1.4826 * float(np.median(np.abs(sub - med))), (q75 - q25) / 1.349, 0.25 * float(sub.std()), 1e-9)
+    sig = max(1.4826 * float(np.median(np.abs(sub - med))), (q75 - q25) / 1.349,
+              0.25 * float(sub.std()), 1e-9)
     k = CLIP_SIGMA if clip is None else clip
     out = np.clip(a, med - k * sig, med + k * sig)
     out = out - smooth_background(out, sigma)
@@ -327,7 +328,8 @@ def _refine_on_acf(region: np.ndarray, basis: np.ndarray, centre, level: float) 
                 continue
             p = m * basis[0] + n * basis[1]
             r, c = int(round(p[0])) + lim_r, int(round(p[1])) + lim_c
-            if not (half + 1 <= r < region.shape[0] - half - 1 and half + 1 <= c < region.shape[1] - half - 1):
+            if not (half + 1 <= r < region.shape[0] - half - 1
+                    and half + 1 <= c < region.shape[1] - half - 1):
                 continue
             win = region[r - half:r + half + 1, c - half:c + half + 1]
             k = int(np.argmax(win))

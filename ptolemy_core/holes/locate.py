@@ -5,8 +5,8 @@
   very high signal-to-noise ratio even when single holes are invisible; it
   gives the contrast sign, the hole position in the cell (the lattice origin),
   the hole ellipse, and the matched-filter template.
-- :func:`match_holes` refines every node by cross-correlating its patch with
-  the template (batched FFTs, sub-pixel parabola).
+- :class:`CorrelationMap` correlates the whole image with that template once
+  (tiled FFTs); every node is refined to the best peak near it (sub-pixel parabola).
 - :func:`visible_fraction` decides which nodes are real, visible holes: the
   image edge cuts them analytically; opaque grid bars are masked as large
   dark regions (carbon), or holes must look like holes (gold, where the film
@@ -112,7 +112,8 @@ def lattice_average(raw: np.ndarray, flat: np.ndarray, basis: np.ndarray, dark: 
     hole_level = float(raw_rolled[inner].mean())
     film_level = float(np.median(raw_rolled[far])) if far.any() else float(np.median(raw_rolled))
     noise = math.sqrt(float(np.median(var)) / max(float(np.median(cnt)), 1.0))
-    snr = abs(float(rolled[inner].mean()) - float(np.median(rolled[far] if far.any() else rolled))) / max(noise, 1e-9)
+    film_c = float(np.median(rolled[far] if far.any() else rolled))
+    snr = abs(float(rolled[inner].mean()) - film_c) / max(noise, 1e-9)
     # template: the mean cell resampled in real space around the hole centre
     rad = int(math.ceil(1.35 * a)) + 1
     yy, xx = np.mgrid[-rad:rad + 1, -rad:rad + 1].astype(np.float64)
@@ -123,66 +124,6 @@ def lattice_average(raw: np.ndarray, flat: np.ndarray, basis: np.ndarray, dark: 
     disk = (yy ** 2 + xx ** 2) <= (1.35 * a) ** 2
     tpl = np.where(disk, tpl - tpl[disk].mean(), 0.0).astype(np.float32)
     return CellModel(sign, origin, a, b, angle, hole_level, film_level, tpl, snr)
-
-
-def match_holes(img: np.ndarray, nodes: np.ndarray, template: np.ndarray, search: int,
-                chunk: int = 4096) -> tuple[np.ndarray, np.ndarray]:
-    """Refine node positions by template cross-correlation.
-
-    Parameters
-    ----------
-    img : working image (flattened)
-    nodes : (N, 2) predicted centres (row, col)
-    template : (2R+1)² zero-mean template centred on the hole
-    search : max shift in px
-
-    Returns
-    -------
-    centres (N, 2), ncc (N,) normalised correlation at the best shift (0 where
-    the patch leaves the image).
-    """
-    rad = template.shape[0] // 2
-    half = rad + search
-    size = 2 * half + 1
-    h, w = img.shape
-    n = len(nodes)
-    centres = np.array(nodes, float)
-    ncc = np.zeros(n, np.float32)
-    base = np.rint(nodes).astype(int)
-    inside = (base[:, 0] >= half) & (base[:, 0] < h - half) & (base[:, 1] >= half) & (base[:, 1] < w - half)
-    idx = np.nonzero(inside)[0]
-    if len(idx) == 0:
-        return centres, ncc
-    from scipy.fft import next_fast_len
-
-    n_fft = next_fast_len(size + 2 * rad, real=True)
-    fsize = (n_fft, n_fft)
-    tf = np.conj(np.fft.rfft2(template, s=fsize))
-    tnorm = float(np.sqrt((template ** 2).sum())) + 1e-12
-    off = np.arange(-half, half + 1)
-    npx = float((template != 0).sum())
-    for s0 in range(0, len(idx), chunk):
-        sel = idx[s0:s0 + chunk]
-        rr = base[sel, 0][:, None, None] + off[None, :, None]
-        cc = base[sel, 1][:, None, None] + off[None, None, :]
-        patches = img[rr, cc].astype(np.float32)
-        patches -= patches.mean(axis=(1, 2), keepdims=True)
-        corr = np.fft.irfft2(np.fft.rfft2(patches, s=fsize) * tf[None], s=fsize)
-        # corr[k, dy, dx] = sum patch(y + dy) template(y); valid shifts: dy in [search - ..]
-        # with the template's origin at its corner, the hole centre at patch offset t gives a peak at
-        # dy = half + t - rad
-        win = corr[:, half - rad - search: half - rad + search + 1, half - rad - search: half - rad + search + 1]
-        flat = win.reshape(len(sel), -1)
-        k = np.argmax(flat, axis=1)
-        ky, kx = np.divmod(k, win.shape[2])
-        best = flat[np.arange(len(sel)), k]
-        dy = _parabola(win, ky, kx, axis=0)
-        dx = _parabola(win, ky, kx, axis=1)
-        centres[sel, 0] = base[sel, 0] + ky - search + dy
-        centres[sel, 1] = base[sel, 1] + kx - search + dx
-        psd = patches.reshape(len(sel), -1).std(axis=1) * math.sqrt(npx) + 1e-12
-        ncc[sel] = best / (psd * tnorm)
-    return centres, ncc
 
 
 def _parabola(win: np.ndarray, ky: np.ndarray, kx: np.ndarray, axis: int) -> np.ndarray:
@@ -212,7 +153,8 @@ def disk_samples(n_ring: int = 6) -> np.ndarray:
     return np.concatenate(pts)
 
 
-def ellipse_points(centres: np.ndarray, a: float, b: float, angle_deg: float, scale: float = 1.0) -> np.ndarray:
+def ellipse_points(centres: np.ndarray, a: float, b: float, angle_deg: float,
+                   scale: float = 1.0) -> np.ndarray:
     """Sample points inside each ellipse: (N, K, 2) (row, col)."""
     th = math.radians(angle_deg)
     ua = np.array([math.sin(th), math.cos(th)])  # a axis (row, col)
@@ -276,7 +218,10 @@ class CorrelationMap:
                 self.corr[r0:r1, c0:c1] = cor[r0 - ra:r0 - ra + (r1 - r0), c0 - ca:c0 - ca + (c1 - c0)]
 
     def refine(self, nodes: np.ndarray, search: int) -> tuple[np.ndarray, np.ndarray]:
-        """Best correlation within ``±search`` px of each node: sub-pixel centres (N, 2) and peak scores (N,)."""
+        """Best correlation within ``±search`` px of each node.
+
+        Returns sub-pixel centres (N, 2) and peak scores (N,), 0 where the footprint leaves the image.
+        """
         h, w = self.corr.shape
         n = len(nodes)
         centres = np.array(nodes, float)

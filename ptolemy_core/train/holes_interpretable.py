@@ -1,6 +1,6 @@
 """Fit the provisional interpretable hole score on simulated sessions.
 
-``python -m ptolemy_core.train.holes_interpretable [--sessions N] [--seed S] [-o weights/hole_interpretable.json]``
+``python -m ptolemy_core.train.holes_interpretable [--sessions N] [--seed S] [-o OUT.json]``
 
 Seeded and quick (< 2 min on 2 cores): simulates square images with the
 tuning seeds' generator (never the benchmark's held-out seeds), runs the
