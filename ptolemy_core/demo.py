@@ -129,4 +129,10 @@ def run_demo(
             })
         summary["grids"].append(grid_summary)
     write_atomic(out / "summary.json", json.dumps(summary, indent=1) + "\n")
+    if render_overlay is not None:
+        from .review import write_report
+
+        summary["report"] = str(write_report(out, out / "report.html"))
+        say(f"report: {summary['report']} (self-contained HTML, opens offline)")
+        write_atomic(out / "summary.json", json.dumps(summary, indent=1) + "\n")
     return summary
