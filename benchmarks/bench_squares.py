@@ -88,7 +88,9 @@ def _run_split(split: str, quick: bool):
         truth = json.loads(js.read_text())
         per_method = {}
         for method in ("robust", "ptolemy"):
-            args = argparse.Namespace(path=str(mrc), frame=None, pixel_size=None, scorer="auto",
+            # (The baseline is only scored for localisation: no need to run a scorer on it.)
+            args = argparse.Namespace(path=str(mrc), frame=None, pixel_size=None,
+                                      scorer="auto" if method == "robust" else "none",
                                       method=method, format="json", output=None)
             start = time.perf_counter()
             res = lowmag.find(args)
