@@ -51,8 +51,10 @@ def test_square_update_direction(ctf, direction):
     change_b = after.mean[10:] - before.mean[10:]
     # Unvisited look-alikes of the visited squares move in the feedback's direction ...
     assert np.all(direction * change_a > 0.15)
-    # ... far more than the squares that look different.
-    assert np.all(np.abs(change_b) < 0.5 * np.abs(change_a).min())
+    # ... the squares that look different move less (only the session-wide part of
+    # the residual, the constant kernel term, reaches them), in the same direction.
+    assert np.all(direction * change_b >= 0)
+    assert np.all(np.abs(change_b) < 0.7 * np.abs(change_a).min())
     # Posterior sd shrinks near the data (exploration goes elsewhere).
     assert after.sd[3:10].max() < after.sd[10:].min()
 
@@ -135,11 +137,11 @@ def test_settings_from_dict_rejects_unknown_keys():
 def test_simulated_session_end_to_end():
     """Whole sessions in Leginon's call order; ours beats prior-only where the prior is wrong."""
     goods = {"prior": [], "ours": []}
-    for seed in (11, 12):
+    for seed in (11, 12, 13):
         session = make_session(seed, "thick", "test")
         for policy in goods:
-            res = play(session, policy, budget=40, per_square=5)
-            assert res.exposures == 40 and res.squares == 8
+            res = play(session, policy, budget=100, per_square=5)
+            assert res.exposures == 100 and res.squares == 20
             assert np.all(np.diff(res.cumulative) >= 0) and res.cumulative[-1] == res.good
             goods[policy].append(res.good)
     assert sum(goods["ours"]) > sum(goods["prior"])

@@ -40,20 +40,26 @@ class ResidualGP:
     weights: np.ndarray  # K^-1 y
     chol: np.ndarray  # lower Cholesky factor of K + noise
     latent_kernel: object  # scikit-learn kernel without the white-noise term
-    amplitude: float
+    amplitude: float  # variance of the local (RBF) part of the residual
     length_scales: np.ndarray
     noise: float
     fitted: bool
+    offset: float = 0.0  # variance of the session-wide constant part of the residual
+
+    @property
+    def prior_var(self) -> float:
+        """Latent variance before data: constant offset + local part."""
+        return self.amplitude + self.offset
 
     def predict(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Latent posterior mean and sd at rows of ``x`` (shape (m, d))."""
         x = np.asarray(x, dtype=np.float64)
         if len(self.x_train) == 0:
-            return np.zeros(len(x)), np.full(len(x), np.sqrt(self.amplitude))
+            return np.zeros(len(x)), np.full(len(x), np.sqrt(self.prior_var))
         ks = self.latent_kernel(x, self.x_train)
         mean = ks @ self.weights
         v = _solve_lower(self.chol, ks.T)
-        var = np.clip(self.amplitude - np.einsum("ij,ij->j", v, v), 1e-12, None)
+        var = np.clip(self.prior_var - np.einsum("ij,ij->j", v, v), 1e-12, None)
         return mean, np.sqrt(var)
 
 
@@ -90,6 +96,7 @@ def residual_gp(
     length_bounds: tuple[float, float],
     fit: bool,
     noise: float = 1e-3,
+    offset: float | None = None,
 ) -> ResidualGP:
     """Condition a zero-mean GP on residuals; optionally fit its hyper-parameters.
 
@@ -113,6 +120,11 @@ def residual_gp(
         from the given values); otherwise keep the given values.
     noise : float
         Initial (unfitted: final) extra white-noise variance for model misfit.
+    offset : float, optional
+        Initial variance of a session-wide constant residual (a ConstantKernel
+        term: the prior may be biased for this sample as a whole, e.g. every
+        square does worse than its score says); default ``amplitude``; 0 = no
+        such term.
 
     Returns
     -------
@@ -127,14 +139,17 @@ def residual_gp(
     ls = np.broadcast_to(np.asarray(length_scale, dtype=np.float64), (d,)).copy()
     ls = np.clip(ls, *length_bounds)
     amplitude = float(np.clip(amplitude, 1e-4, 1.0))
+    use_offset = offset is None or offset > 0
+    offset = float(np.clip(amplitude if offset is None else offset, 1e-4, 1.0)) if use_offset else 0.0
     # Outcomes live in 0..1, so the residual variance is at most 1: bounds for the fit.
     kernel = (
-        const(amplitude, (1e-4, 1.0)) * rbf(ls if d > 1 else float(ls[0]), length_bounds)
+        const(offset, (1e-4, 1.0) if use_offset else "fixed")
+        + const(amplitude, (1e-4, 1.0)) * rbf(ls if d > 1 else float(ls[0]), length_bounds)
         + white(float(np.clip(noise, 1e-6, 0.25)), (1e-6, 0.25))
     )
     if len(residual) == 0:
         latent = kernel.k1
-        return ResidualGP(x, np.zeros(0), np.zeros((0, 0)), latent, amplitude, ls, 0.0, False)
+        return ResidualGP(x, np.zeros(0), np.zeros((0, 0)), latent, amplitude, ls, 0.0, False, offset)
     gpr = gpr_cls(
         kernel=kernel,
         alpha=point_var,
@@ -150,9 +165,10 @@ def residual_gp(
         warnings.simplefilter("ignore")
         gpr.fit(x, residual)
     fitted = gpr.kernel_
-    latent = fitted.k1
+    latent = fitted.k1  # offset + amplitude * RBF
     noise = float(fitted.k2.noise_level)
-    amp = float(latent.k1.constant_value)
+    off = float(latent.k1.constant_value)
+    amp = float(latent.k2.k1.constant_value)
     k = latent(x) + np.diag(point_var + noise)
     chol = np.linalg.cholesky(k + 1e-10 * np.eye(len(k)))
     # K^-1 y via the two triangular solves (upper = chol.T).
@@ -160,5 +176,5 @@ def residual_gp(
 
     z = solve_triangular(chol, residual, lower=True, check_finite=False)
     weights = solve_triangular(chol.T, z, lower=False, check_finite=False)
-    scales = np.atleast_1d(np.asarray(latent.k2.length_scale, dtype=np.float64))
-    return ResidualGP(x, weights, chol, latent, amp, scales, noise, fit)
+    scales = np.atleast_1d(np.asarray(latent.k2.k2.length_scale, dtype=np.float64))
+    return ResidualGP(x, weights, chol, latent, amp, scales, noise, fit, off)

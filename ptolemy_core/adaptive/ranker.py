@@ -18,11 +18,19 @@ Model (one session)
   straight-line fit of ``t_m`` on ``x`` gives the session's effective mean free
   path λ and I0 error ``k`` (few pairs: λ kept at the default, only ``a`` fitted).
 * **Ranking.** Upper confidence bound ``mean + β sd`` (``ucb_beta`` /
-  ``hole_ucb_beta`` in :class:`AdaptiveSettings`), divided by its largest
-  possible value ``1 + β sqrt(amplitude)`` so it reads as a 0..1 score.
+  ``hole_ucb_beta`` in :class:`AdaptiveSettings`) on the *unclipped* mean,
+  mapped strictly increasingly into 0..1 (see :func:`_ucb`): that is the score
+  Leginon ranks by (``GP_probs`` for squares, ``prior_score`` for holes).
+* **Kernel.** ``ConstantKernel + ConstantKernel × RBF + WhiteKernel``: the
+  constant term is a session-wide bias of the prior (all squares do worse or
+  better than their scores say, e.g. the sample's good rate differs from what
+  the scorer was trained on), so that evidence moves every target together
+  and only the local part favours or penalises look-alikes; without it, bad
+  news about the first squares would send exploration to feature outliers.
 
-Hyper-parameters: amplitude starts at ``p̄(1-p̄)`` (``p̄`` = mean prior score: the
-largest residual variance a 0..1 outcome with that mean rate can have),
+Hyper-parameters: the constant and local variances both start at ``p̄(1-p̄)``
+(``p̄`` = mean prior score: the largest residual variance a 0..1 outcome with
+that mean rate can have),
 square length-scales at 1 standardised unit (bounds 0.1–20), the hole
 length-scale at the session's sd of calibrated thickness (bounds 5–1000 nm);
 all are fitted by maximum marginal likelihood once ``min_fit_points`` exist.
@@ -348,15 +356,15 @@ class SessionRanker:
         """
         n = len(resid)
         last = self._hyper.get(key)
-        noise = 1e-3
+        noise, offset = 1e-3, (amplitude if self.settings.session_bias else 0.0)
         if last is not None:
-            _, amplitude, length_scale, noise = last
+            _, amplitude, length_scale, noise, offset = last
         fit = n >= self.settings.min_fit_points and (
             last is None or n >= self.settings.refit_growth * last[0] or n < last[0])
         gp = residual_gp(x, resid, var, amplitude=amplitude, length_scale=length_scale,
-                         length_bounds=length_bounds, fit=fit, noise=noise)
+                         length_bounds=length_bounds, fit=fit, noise=noise, offset=offset)
         if fit:
-            self._hyper[key] = (n, gp.amplitude, gp.length_scales, gp.noise)
+            self._hyper[key] = (n, gp.amplitude, gp.length_scales, gp.noise, gp.offset)
         return gp
 
     def square_scores(self, ids=None) -> Scores:
@@ -368,9 +376,9 @@ class SessionRanker:
         gp, x, prior = self._cached("squares", self._square_model)
         with _one_blas_thread():
             dm, sd = gp.predict(x[idx])
-        mean = np.clip(prior[idx] + dm, 0.0, 1.0)
-        ucb = _ucb(mean, sd, prior[idx], self.settings.ucb_beta, gp.amplitude)
-        return Scores(self._ids(self._sq_index, idx), prior[idx], mean, sd, ucb)
+        raw = prior[idx] + dm
+        ucb = _ucb(raw, sd, prior[idx], self.settings.ucb_beta, gp.prior_var)
+        return Scores(self._ids(self._sq_index, idx), prior[idx], np.clip(raw, 0.0, 1.0), sd, ucb)
 
     def hole_scores(self, ids=None) -> Scores:
         """Posterior good-probability of holes; ``ucb`` is what Leginon should rank by."""
@@ -383,12 +391,13 @@ class SessionRanker:
         ti = t[idx]
         known = np.isfinite(ti)
         dm = np.zeros(len(idx))
-        sd = np.full(len(idx), np.sqrt(gp.amplitude))
+        sd = np.full(len(idx), np.sqrt(gp.prior_var))
         if known.any():
             with _one_blas_thread():
                 dm[known], sd[known] = gp.predict(ti[known, None])
-        mean = np.clip(prior + dm, 0.0, 1.0)
-        ucb = _ucb(mean, sd, prior, self.settings.hole_ucb_beta, gp.amplitude)
+        raw = prior + dm
+        ucb = _ucb(raw, sd, prior, self.settings.hole_ucb_beta, gp.prior_var)
+        mean = np.clip(raw, 0.0, 1.0)
         return Scores(self._ids(self._h_index, idx), prior, mean, sd, ucb)
 
     def ice_window(self, grid_nm=None, level: float = 0.5) -> tuple[float, float] | None:
@@ -471,17 +480,20 @@ def _one_blas_thread():
 _CONTROLLER = None
 
 
-def _ucb(mean, sd, prior, beta: float, amplitude: float) -> np.ndarray:
-    """UCB ``mean + β sd`` scaled into 0..1 without clipping away its order.
+def _ucb(raw_mean, sd, prior, beta: float, prior_var: float) -> np.ndarray:
+    """UCB ``mean + β sd`` mapped into 0..1 without ties or clipping away its order.
 
-    The latent posterior sd never exceeds the prior sd ``sqrt(amplitude)`` and
-    the mean is in 0..1, so dividing by ``1 + β sqrt(amplitude)`` keeps the
-    score in 0..1 (Leginon reads it as a 0..1 score) and the ranking intact.
-    Exact ties keep the prior's order.
+    ``raw_mean`` is the unclipped posterior mean of the 0..1 outcome (prior +
+    residual), so it lies in about ``[-1, 1]``, and the latent sd never exceeds
+    its prior value ``sqrt(prior_var)``; ``(u + 1) / (2 + β sqrt(prior_var))``
+    is therefore a strictly increasing map of ``u = mean + β sd`` into 0..1
+    (Leginon reads a 0..1 score). Clipping the mean first would tie every
+    target the model believes useless at 0 and hand the order to the sd alone,
+    i.e. to the feature-space outliers. Exact ties keep the prior's order.
     """
-    scale = 1.0 + beta * np.sqrt(max(amplitude, 0.0))
-    ucb = (mean + beta * sd) / scale - 1e-9 * (1.0 - prior)
-    return np.clip(ucb, 0.0, 1.0)
+    u = np.asarray(raw_mean) + beta * np.asarray(sd)
+    score = (u + 1.0) / (2.0 + beta * np.sqrt(max(prior_var, 0.0))) - 1e-9 * (1.0 - np.asarray(prior))
+    return np.clip(score, 0.0, 1.0)
 
 
 def _standardise(feats: np.ndarray) -> np.ndarray:

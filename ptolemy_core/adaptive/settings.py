@@ -26,7 +26,10 @@ class AdaptiveSettings:
         then the best four on 24 more train seeds from 100): 0.5 gave the most
         good exposures pooled over the usual/thick/thin scenarios (the surface
         is flat: 0-2 are within ~1.5 exposures of 100; exploring helps when the
-        prior is wrong, costs ~1 exposure when it is right).
+        prior is wrong, costs ~1 exposure when it is right). That grid was run
+        with an earlier score map that clipped the posterior mean at 0; the
+        current unclipped map was checked with these weights on train seeds
+        100-115 only (not re-tuned).
     hole_ucb_beta : float
         The same weight for holes, chosen the same way (0.25; every exposure
         on an exploratory hole is spent, so it is smaller).
@@ -46,6 +49,11 @@ class AdaptiveSettings:
         Hyper-parameters are re-fitted when the training set has grown by this
         factor since the last fit (in between they are reused: a fit costs
         ~0.1–0.3 s, conditioning a few ms).
+    session_bias : bool
+        Add a constant kernel term (a session-wide bias of the prior: every
+        target does better/worse than its score says). Off by default: on the
+        simulated sessions it slowed the move away from a wrong prior (bad news
+        lowers all targets alike instead of favouring the unlike ones).
     max_train_points : int
         The hole GP is conditioned on at most this many most recent exposures
         (exact GP cost grows as n³; ~20 ms at 400 points).
@@ -59,6 +67,7 @@ class AdaptiveSettings:
     lambda_bounds_nm: tuple[float, float] = (150.0, 800.0)
     min_calibration_points: int = 6
     max_train_points: int = 400
+    session_bias: bool = False
     refit_growth: float = 1.5
 
     def to_dict(self) -> dict[str, Any]:
@@ -77,7 +86,9 @@ class AdaptiveSettings:
         for key, value in values.items():
             default = getattr(cls(), key)
             try:
-                if isinstance(default, tuple):
+                if isinstance(default, bool):
+                    clean[key] = bool(value)
+                elif isinstance(default, tuple):
                     clean[key] = tuple(float(v) for v in value)
                 elif isinstance(default, int):
                     clean[key] = int(value)
