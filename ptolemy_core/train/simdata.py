@@ -33,7 +33,7 @@ TRAIN_SEED0 = 100_000
 #: Square-image training ranges (simulator defaults: ice 25-90 nm, defect rate 0.03-0.25).
 SQUARE_IMAGE_RANGES = {"ice_nm": (12.0, 125.0), "defect_rate": (0.08, 0.40)}
 #: Atlas training ranges (simulator defaults: ice mean 35-95 nm, defect total 0.08-0.45).
-ATLAS_RANGES = {"ice_mean_nm": (15.0, 125.0), "defect_total": (0.15, 0.5)}
+ATLAS_RANGES = {"ice_mean_nm": (15.0, 220.0), "defect_total": (0.15, 0.5)}
 
 
 def training_overrides(kind: str, seed: int) -> dict[str, Any]:
