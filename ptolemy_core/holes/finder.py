@@ -220,7 +220,7 @@ def _find_unet(img: Image, i0, notes) -> HoleResult:
     Hook for the learned-models issue: ``ptolemy_core.models.api.unet_probability`` on the
     z-scored working image, then its centroids and the anchor-pair lattice fit.
     """
-    if not score.models_shipped():
+    if not score.models_shipped("unet"):
         raise PtolemyUnavailableError(
             "method 'unet' needs the hole U-Net weights, which this installation does not ship; "
             "use method 'lattice'")

@@ -67,13 +67,17 @@ def interpretable_scores(feats: dict, thickness) -> np.ndarray:
     return 1.0 / (1.0 + np.exp(-np.clip(z, -40, 40)))
 
 
-def models_shipped() -> bool:
-    """Whether ``weights/manifest.json`` lists any learned model (avoids importing torch when not)."""
+def models_shipped(name: str = "hole_cnn") -> bool:
+    """Whether ``weights/manifest.json`` lists the learned model ``name`` ("hole_cnn", "unet").
+
+    Checked before importing :mod:`ptolemy_core.models` so that torch is only imported
+    when a hole model actually ships.
+    """
     try:
         manifest = json.loads((WEIGHTS_PATH.parent / "manifest.json").read_text())
     except (OSError, ValueError):
         return False
-    return bool(manifest.get("models"))
+    return name in (manifest.get("models") or {})
 
 
 def cnn_scores(image, targets, working_scale: float, i0: float | None = None):
