@@ -87,8 +87,10 @@ def server_timings(repeats: int = 5) -> tuple[str, list[str]]:
         tile = rng.poisson(800, (1024, 1024)).astype(np.int32)
         mm = rng.poisson(60, (1024, 1440)).astype(np.int32)
     # Images travel as Leginon sends them: integer counts in nested lists.
-    tile_l = np.rint(tile).astype(np.int64).tolist()
-    mm_l = np.rint(mm).astype(np.int64).tolist()
+    tile = np.rint(tile).astype(np.int64)
+    mm = np.rint(mm).astype(np.int64)
+    tile_l = tile.tolist()
+    mm_l = mm.tolist()
     real, finder_s = {}, {}
     for name, fn, args in (("squares", state_mod.run_find_squares, (np.asarray(tile, np.float32),)),
                            ("holes", state_mod.run_find_holes, (np.asarray(mm, np.float32), None))):

@@ -155,6 +155,7 @@ def test_simulate_session_cli(tmp_path, capsys):
                "--policies", "random,prior,reference-gp", "--plot", str(png)])
     out = capsys.readouterr().out
     assert rc == 0
-    assert "| scenario | sessions | random | prior | reference-gp | ours vs prior | ours < prior |" in out
+    assert ("| scenario | sessions | random | prior | reference-gp | ours vs prior | ours < prior "
+            "| worst ours - prior |") in out
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert main(["simulate-session", "--scenarios", "odd"]) == 2

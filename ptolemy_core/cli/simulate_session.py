@@ -31,18 +31,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def _table(res: dict, scenarios, policies) -> str:
     import numpy as np
 
-    lines = ["| scenario | sessions | " + " | ".join(policies) + " | ours vs prior | ours < prior |",
-             "|---|---:|" + "---:|" * len(policies) + "---:|---:|"]
+    lines = ["| scenario | sessions | " + " | ".join(policies)
+             + " | ours vs prior | ours < prior | worst ours - prior |",
+             "|---|---:|" + "---:|" * len(policies) + "---:|---:|---:|"]
     for sc in scenarios:
         good = res["good"][sc]
         n = len(next(iter(good.values())))
         cells = [f"{np.mean(good[p]):.1f} ± {np.std(good[p]):.1f}" for p in policies]
-        gain = ""
-        worse = ""
+        gain = worse = worst = ""
         if "ours" in good and "prior" in good:
+            diff = np.asarray(good["ours"]) - np.asarray(good["prior"])
             gain = f"{100 * (np.mean(good['ours']) / max(np.mean(good['prior']), 1e-9) - 1):+.0f} %"
-            worse = f"{int(np.sum(np.asarray(good['ours']) < np.asarray(good['prior'])))}/{n}"
-        lines.append(f"| {sc} | {n} | " + " | ".join(cells) + f" | {gain} | {worse} |")
+            worse = f"{int(np.sum(diff < 0))}/{n}"
+            worst = f"{int(diff.min()):+d}"
+        lines.append(f"| {sc} | {n} | " + " | ".join(cells) + f" | {gain} | {worse} | {worst} |")
     return "\n".join(lines)
 
 
@@ -124,10 +126,12 @@ def run(args: argparse.Namespace) -> int:
     print(f"good exposures (CTF < {settings.ctf_good_A:g} Å) in a budget of {args.budget}, "
           f"{args.per_square} per square, split {args.split}, "
           f"seeds {args.seed}..{args.seed + args.sessions - 1}, "
-          f"ucb_beta {settings.ucb_beta:g}, hole_ucb_beta {settings.hole_ucb_beta:g} (mean ± sd)")
+          f"ucb_beta {settings.ucb_beta:g}, hole_ucb_beta {settings.hole_ucb_beta:g} (mean ± sd):")
+    print()
     print(_table(res, scenarios, policies))
+    print()
     oracle = ", ".join(f"{sc} {np.mean(res['oracle'][sc]):.1f}" for sc in scenarios)
-    print(f"best possible (all good holes known): {oracle}")
+    print(f"Best possible (all good holes known): {oracle}.")
     if args.plot:
         _plot(res, scenarios, policies, args.plot, args.budget)
         print(f"plot: {args.plot}", file=sys.stderr)
