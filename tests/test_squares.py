@@ -158,6 +158,10 @@ def test_constant_and_tiny_images(tmp_path, capsys):
         m.set_data(np.full((64, 64), 3, np.int16))
     assert cli_main(["lowmag", str(path), "-f", "json"]) == 0
     assert capsys.readouterr().out.strip() == "[]"
+    # Pure noise has neither a mesh nor a bar/square contrast: nothing is found.
+    for seed in (1, 2):
+        noise = np.random.default_rng(seed).normal(100.0, 10.0, (512, 640))
+        assert find_squares(noise).targets == []
     tiny = np.random.default_rng(0).random((32, 32)).astype(np.float32)
     res = find_squares(tiny)
     assert isinstance(res.targets, list)

@@ -135,6 +135,12 @@ def _acf_peak(img: np.ndarray, expect: np.ndarray | None = None,
     near = peaks[np.argmin(rr[peaks[:, 0], peaks[:, 1]])]
     py, px = int(near[0]), int(near[1])
     strength = float(masked[py, px])
+    # A mesh is a square lattice: the perpendicular vector must be a peak too (smoothed
+    # noise gives isolated maxima only).
+    qy, qx = r_max + (px - r_max), r_max - (py - r_max)
+    perp = win[max(qy - 1, 0): qy + 2, max(qx - 1, 0): qx + 2]
+    if perp.size == 0 or float(perp.max()) < max(0.5 * strength, 0.05):
+        return None, strength
     vec = np.array([py - r_max + _sub(win, py, px)[0], px - r_max + _sub(win, py, px)[1]])
     # Precision: the peaks at 2v, 3v ... locate the same vector k times more finely.
     for k in (2, 3, 4):
@@ -318,8 +324,14 @@ def segment(work: np.ndarray, pitch_work: float | None) -> Segmentation:
     smooth = ndi.gaussian_filter(work, 1.2 if pitch_work is not None else 0.7)
     mix = fit_mixture(smooth)
     if pitch_work is None:
-        # No periodicity: global levels from the mixture (Ptolemy's situation).
-        bar = np.full(work.shape, mix.means[0] - 0.0 * mix.sds[0], np.float32)
+        # No periodicity: global levels from the mixture (Ptolemy's situation) — but only
+        # when the two classes really separate (d' ≥ 4); a unimodal histogram (noise, an
+        # image without bars) splits into two overlapping halves and has no squares.
+        spread = np.sqrt(0.5 * (mix.sds[0] ** 2 + mix.sds[1] ** 2))
+        if not (mix.means[1] - mix.means[0]) >= 4.0 * spread:
+            empty = np.zeros(work.shape, np.int32)
+            return Segmentation(empty, 0, np.zeros_like(work), np.zeros(0, np.float32), mix, smooth, 30.0)
+        bar = np.full(work.shape, mix.means[0], np.float32)
         opn = np.full(work.shape, mix.means[1] + 2 * mix.sds[1], np.float32)
         min_area = 30.0
     else:
