@@ -53,17 +53,20 @@ def evaluate(truth: dict, targets) -> tuple[DetectionScores, list[float], list[t
     return sc, errs, pairs
 
 
-def run_split(split: str, per_class: int) -> list[dict]:
+def run_split(split: str, per_class: int, unet: bool = False) -> list[dict]:
     rows: dict[str, dict] = {}
     warm = simulate_square_image(1, shape=(512, 512), film="gold", hole_px=40.0)
     find_holes(warm.data)  # imports and caches out of the per-image times
     for name, seed, kw in square_image_sessions(split, per_class):
         sim = simulate_square_image(seed, **kw)
         t0 = time.perf_counter()
-        res = find_holes(sim.data)
+        res = find_holes(sim.data, scorer="interpretable")
         dt = time.perf_counter() - t0
         sc, errs, pairs = evaluate(sim.truth, res.targets)
-        r = rows.setdefault(name, dict(scores=[], errs=[], pairs=[], secs=[], n=0))
+        r = rows.setdefault(name, dict(scores=[], errs=[], pairs=[], secs=[], n=0, unet=[]))
+        if unet and sim.data.size <= 1024 * 1440:
+            r["unet"].append(evaluate(sim.truth, find_holes(sim.data, method="unet",
+                                                            scorer="interpretable").targets)[0])
         r["scores"].append(sc)
         r["errs"] += errs
         r["pairs"] += pairs
@@ -79,6 +82,7 @@ def run_split(split: str, per_class: int) -> list[dict]:
                         min_f1=min(x.f1 for x in r["scores"]),
                         err=float(np.median(r["errs"])) if r["errs"] else float("nan"),
                         auc=roc_auc(s, g) if s else float("nan"),
+                        unet_f1=mean_scores(r["unet"])["f1"] if r["unet"] else float("nan"),
                         secs=float(np.mean(r["secs"]))))
     return out
 
@@ -105,22 +109,31 @@ def table(rows, times) -> str:
         f"`python benchmarks/bench_holes.py` on {platform.node()} ({_cpus()} CPUs, shared with other jobs: "
         "times are inflated). One simulated image per session; P/R/F1 per session with Ptolemy's definitions "
         "(holes as ellipses, < half visible = optional), then the mean over sessions; centre error = median "
-        "distance of matched detections to the true centre (px); AUC = interpretable score vs truth `good`. "
+        "distance of matched detections to the true centre (px); AUC = interpretable score vs truth `good`; "
+        "U-Net+lattice F1 = `method='unet'` (the paper's U-Net centroids + anchor-pair lattice + probability "
+        "threshold, models issue) on the same sessions up to 1024×1440 (NaN: not run). "
         "Classes fix film/contrast/lattice as named; oblique, hexagonal and 4096² draw film and contrast at "
         "random (low contrast included). Held-out: other seeds, holes 24–100 px (tuning 20–70), dose "
         "15–80 e⁻/px (tuning 25–120), tilt 30–45° (tuning 20–35°), rotation 90–180° (tuning 0–90°).",
         "",
-        "| split | class | sessions | P | R | F1 | min F1 | centre err px | AUC | s/image |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| split | class | sessions | P | R | F1 | min F1 | centre err px | AUC | s/image "
+        "| U-Net+lattice F1 |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         lines.append(f"| {r['split']} | {r['cls']} | {r['n']} | {r['precision']:.3f} | {r['recall']:.3f} | "
                      f"{r['f1']:.3f} | {r['min_f1']:.3f} | {r['err']:.2f} | {r['auc']:.3f} | "
-                     f"{r['secs']:.2f} |")
+                     f"{r['secs']:.2f} | {r['unet_f1']:.3f} |")
     if times:
         lines += ["", "| image size | seconds (in-process find_holes) | holes |", "|---|---|---|"]
         lines += [f"| {n} | {t:.2f} | {k} |" for n, t, k in times]
     return "\n".join(lines) + "\n"
+
+
+def _unet_available() -> bool:
+    from ptolemy_core.holes import score
+
+    return score.models_shipped("unet")
 
 
 def _cpus() -> int:
@@ -146,11 +159,12 @@ def main() -> int:
     ap.add_argument("--per-class", type=int, default=3)
     ap.add_argument("--no-timing", action="store_true")
     ap.add_argument("--no-readme", action="store_true")
+    ap.add_argument("--no-unet", action="store_true", help="skip the U-Net + lattice comparison")
     args = ap.parse_args()
     splits = ["tuning", "held-out"] if args.split == "both" else [args.split]
     rows = []
     for split in splits:
-        rows += run_split(split, args.per_class)
+        rows += run_split(split, args.per_class, unet=not args.no_unet and _unet_available())
     times = [] if args.no_timing else timing()
     text = table(rows, times)
     print(text)

@@ -91,34 +91,15 @@ def find_holes(
             return HoleResult([], None, i0, 1.0, notes + ["constant image: no holes"])
     if min(h, w) < 24:
         return HoleResult([], None, i0, 1.0, notes + [f"image {h}x{w} is too small to hold a hole lattice"])
-    if method == "unet":
-        return _find_unet(img, i0, notes)
-
     est = lat.estimate_basis(data)
+    if method == "unet":
+        return _find_unet(img, est, i0, scorer, notes)
     if est is None:
         return HoleResult([], None, i0, 1.0, notes + ["no hole lattice found (no periodicity)"])
-    basis_full = est[0]
-    pitch = float(np.linalg.norm(basis_full, axis=1).min())
-    s = max(1, int(pitch / TARGET_PITCH_WORK))
-    work = lat.bin_image(data, s)
-    basis = basis_full / s
-    pitch_w = pitch / s
-    med = float(np.median(work[::4, ::4]))
-    flat = lat.flatten(work, sigma=4 * pitch_w, clip=3.0)
-    cell_area = abs(float(np.linalg.det(basis)))
-    # masks and visibility work on a coarser, smoothed copy (memory and time at 8192²)
-    cf = max(1, int(0.1 * pitch_w))
-    smooth = ndi.gaussian_filter(lat.bin_image(work, cf), max(0.7, 0.12 * pitch_w / cf))
-    bar_mask = locate.dark_mask(smooth, 0.3 * med, 1.5 * cell_area / cf ** 2) if med > 0 else None
-
-    model = locate.lattice_average(work, flat, basis, _upsample_mask(bar_mask, cf, work.shape))
-    if model is None:
-        return HoleResult([], None, i0, float(s), notes + ["no hole lattice found (no hole in the cell)"])
-    # bars: much darker than both film and holes, and large (contamination blobs are smaller);
-    # 8-bit displays and read-out offsets keep real bars well above zero, hence a relative level
-    dark_level = BAR_LEVEL * min(model.film_level, model.hole_level)
-    if dark_level > 0:
-        bar_mask = locate.dark_mask(smooth, dark_level, 1.5 * cell_area / cf ** 2)
+    prep = _prepare(data, est[0])
+    if prep is None:
+        return HoleResult([], None, i0, 1.0, notes + ["no hole lattice found (no hole in the cell)"])
+    s, work, basis, pitch_w, flat, cf, smooth, bar_mask, model = prep
     cmap = locate.CorrelationMap(flat, model.template)
     origin = model.origin
     search = max(2, int(math.ceil(0.18 * pitch_w)))
@@ -150,7 +131,40 @@ def find_holes(
     dev = np.linalg.norm(cen - nodes, axis=1)
     use = (ncc > 0.3) & (dev < 0.25 * model.b + 1.0)
     centres = np.where(use[:, None], cen, nodes)
+    return _assemble(img, work, s, smooth, cf, centres, idx, ncc, model, bar_mask, basis, origin, i0,
+                     scorer, notes)
 
+
+def _prepare(data: np.ndarray, basis_full: np.ndarray, scale: int | None = None, work=None):
+    """Working image, flattened copy, coarse smooth copy, bar mask and the folded-cell model."""
+    pitch = float(np.linalg.norm(basis_full, axis=1).min())
+    s = scale if scale is not None else max(1, int(pitch / TARGET_PITCH_WORK))
+    work = lat.bin_image(data, s) if work is None else work
+    basis = basis_full / s
+    pitch_w = pitch / s
+    med = float(np.median(work[::4, ::4]))
+    flat = lat.flatten(work, sigma=4 * pitch_w, clip=3.0)
+    cell_area = abs(float(np.linalg.det(basis)))
+    # masks and visibility work on a coarser, smoothed copy (memory and time at 8192²)
+    cf = max(1, int(0.1 * pitch_w))
+    smooth = ndi.gaussian_filter(lat.bin_image(work, cf), max(0.7, 0.12 * pitch_w / cf))
+    bar_mask = locate.dark_mask(smooth, 0.3 * med, 1.5 * cell_area / cf ** 2) if med > 0 else None
+
+    model = locate.lattice_average(work, flat, basis, _upsample_mask(bar_mask, cf, work.shape))
+    if model is None:
+        return None
+    # bars: much darker than both film and holes, and large (contamination blobs are smaller);
+    # 8-bit displays and read-out offsets keep real bars well above zero, hence a relative level
+    dark_level = BAR_LEVEL * min(model.film_level, model.hole_level)
+    if dark_level > 0:
+        bar_mask = locate.dark_mask(smooth, dark_level, 1.5 * cell_area / cf ** 2)
+    return s, work, basis, pitch_w, flat, cf, smooth, bar_mask, model
+
+
+def _assemble(img, work, s, smooth, cf, centres, idx, ncc, model, bar_mask, basis, origin, i0, scorer,
+              notes) -> HoleResult:
+    """Visibility, measurements, scores and targets for candidate hole centres (working px)."""
+    h, w = img.data.shape
     # which nodes are visible holes
     vis, cut = _visibility(work, smooth, cf, centres, model, bar_mask)
     keep = (vis >= 0.5) & (centres[:, 0] >= -0.5) & (centres[:, 0] <= work.shape[0] - 0.5) \
@@ -214,11 +228,13 @@ def find_holes(
     return HoleResult(rank(targets), lattice_full, i0_used, float(s), notes)
 
 
-def _find_unet(img: Image, i0, notes) -> HoleResult:
-    """U-Net centroids + anchor-pair lattice fit (paper's method), when the models ship weights.
+def _find_unet(img: Image, est, i0, scorer, notes) -> HoleResult:
+    """The paper's route: U-Net centroids + anchor-pair lattice fit + probability threshold.
 
-    Hook for the learned-models issue: ``ptolemy_core.models.api.unet_probability`` on the
-    z-scored working image, then its centroids and the anchor-pair lattice fit.
+    Uses :func:`ptolemy_core.models.api.unet_lattice` (models issue) on the working
+    image (scale from the periodicity when found, so holes are ~10–20 px across as
+    the U-Net was trained), keeps nodes whose summed probability passes the paper's
+    threshold, then measures and scores them exactly like the lattice method.
     """
     if not score.models_shipped("unet"):
         raise PtolemyUnavailableError(
@@ -227,15 +243,30 @@ def _find_unet(img: Image, i0, notes) -> HoleResult:
     from ..models import api
 
     data = img.data
-    s = max(1, int(math.ceil(max(data.shape) / 2048)))
+    if est is not None:
+        pitch = float(np.linalg.norm(est[0], axis=1).min())
+        s = max(1, int(pitch / TARGET_PITCH_WORK))
+    else:
+        s = max(1, int(math.ceil(max(data.shape) / 1440)))
     work = lat.bin_image(data, s)
-    prob = api.unet_probability((work - work.mean()) / (work.std() + 1e-9))
-    if prob is None:
+    if api.unet_probability(work[:32, :32]) is None:
         raise PtolemyUnavailableError(
             "method 'unet' needs the hole U-Net weights, which this installation does not ship; "
             "use method 'lattice'")
-    raise PtolemyUnavailableError(
-        "method 'unet' (U-Net centroids + anchor-pair lattice fit) is not wired into find_holes yet")
+    fit = api.unet_lattice(work)
+    if fit is None or len(fit.nodes) == 0:
+        return HoleResult([], None, i0, float(s), notes + ["U-Net found no hole lattice"])
+    basis = np.vstack(lat.reduce_basis(fit.basis[0], fit.basis[1]))
+    prep = _prepare(data, basis * s, scale=s, work=work)
+    if prep is None:
+        return HoleResult([], None, i0, float(s), notes + ["U-Net lattice: no hole in the folded cell"])
+    s, work, basis, pitch_w, flat, cf, smooth, bar_mask, model = prep
+    keep = fit.node_prob > api.NODE_PROB_THRESHOLD
+    centres = np.asarray(fit.nodes, float)[keep]
+    idx = np.asarray(fit.indices, int)[keep]
+    ncc = np.asarray(fit.node_prob, float)[keep]
+    return _assemble(img, work, s, smooth, cf, centres, idx, ncc, model, bar_mask, fit.basis,
+                     np.asarray(fit.origin, float), i0, scorer, notes + ["method: U-Net + lattice"])
 
 
 def _nodes(shape, basis, origin, margin):
