@@ -211,7 +211,9 @@ def _write_readme(text: str) -> None:
     section = "## Squares\n\n" + text.strip() + "\n"
     if "## Squares\n" in old:
         head, rest = old.split("## Squares\n", 1)
-        nxt = rest.find("\n## ")
+        # The section ends at the next heading or at another script's marker comment.
+        ends = [i for i in (rest.find("\n## "), rest.find("\n<!--")) if i >= 0]
+        nxt = min(ends) if ends else -1
         tail = rest[nxt + 1:] if nxt >= 0 else ""
         new = head + section + ("\n" + tail if tail else "")
     else:
