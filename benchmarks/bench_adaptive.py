@@ -91,21 +91,14 @@ def server_timings(repeats: int = 5) -> tuple[str, list[str]]:
     mm = np.rint(mm).astype(np.int64)
     tile_l = tile.tolist()
     mm_l = mm.tolist()
-    real, finder_s = {}, {}
+    real = {}
     for name, fn, args in (("squares", state_mod.run_find_squares, (np.asarray(tile, np.float32),)),
                            ("holes", state_mod.run_find_holes, (np.asarray(mm, np.float32), None))):
         try:
             fn(*args)  # warm-up: imports, model loading (once per server process)
-            runs = []
-            for _ in range(3):
-                t0 = time.perf_counter()
-                fn(*args)
-                runs.append(time.perf_counter() - t0)
-            finder_s[name] = min(runs)  # the least disturbed by other jobs on the machine
             real[name] = True
         except Exception as exc:  # noqa: BLE001 - report which finder is missing
             real[name] = False
-            finder_s[name] = float("nan")
             notes.append(f"{name} finder unavailable here ({type(exc).__name__}: {exc}); "
                          "timed with a no-op finder (server overhead only)")
     from types import SimpleNamespace
@@ -128,12 +121,7 @@ def server_timings(repeats: int = 5) -> tuple[str, list[str]]:
                       {"image": mm_l, "grid_id": 1, "square_id": 0, "mm_img_id": 1}, "holes")]
             for label, path, key, payload, finder in cases:
                 body = json.dumps(payload).encode()
-                decode = np.inf
-                for _ in range(3):
-                    t0 = time.perf_counter()
-                    json.loads(body)
-                    decode = min(decode, time.perf_counter() - t0)
-                server_t, wall = [], []
+                server_t, wall, stages = [], [], []
                 for k in range(repeats):
                     if "tile_id" in payload:
                         payload["tile_id"] = 10 + k
@@ -143,11 +131,12 @@ def server_timings(repeats: int = 5) -> tuple[str, list[str]]:
                     wall.append(time.perf_counter() - t0)
                     r.raise_for_status()
                     server_t.append(app.state.timings[key])
-                ft = finder_s[finder]
+                    stages.append([app.state.timings[f"{key}.{x}"] for x in ("decode", "finder", "state")])
+                k = int(np.argmin(server_t))
+                dec, fnd, sta = stages[k]
                 rows.append(f"| {label} | {len(body) / 1e6:.1f} | {'real' if real[finder] else 'no-op'} | "
-                            f"{decode:.2f} | {ft:.2f} | {min(server_t):.2f} / {np.median(server_t):.2f} | "
-                            f"{min(server_t) - (ft if real[finder] else 0.0):.2f} | "
-                            f"{min(wall):.2f} |")
+                            f"{min(server_t):.2f} / {np.median(server_t):.2f} | {dec:.2f} | {fnd:.2f} | "
+                            f"{sta:.3f} | {min(wall):.2f} |")
             http.close()
             server.should_exit = True
             thread.join(10)
@@ -155,8 +144,8 @@ def server_timings(repeats: int = 5) -> tuple[str, list[str]]:
     finally:
         state_mod.run_find_squares, state_mod.run_find_holes = orig
     table = "\n".join([
-        "| request | body MB | finder | json.loads s | finder alone s (min of 3) "
-        "| server s (min / median of 5) | server min minus finder s | client wall s (min) |",
+        "| request | body MB | finder | server s (min / median of 5) | of which: JSON decode s "
+        "| finder s | ranking + SQLite + CSV s | client wall s (min) |",
         "|---|---:|---|---:|---:|---:|---:|---:|", *rows])
     return table, notes
 

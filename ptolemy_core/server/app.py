@@ -248,12 +248,22 @@ def create_app(state_dir: str | Path, *, max_body_mb: float = 512.0, state: Serv
                                 data.get("save_state_path") or None)
         return None
 
+    def _stages(name: str, t: list[float]) -> None:
+        # Per-stage server time of the last call (benchmarks/bench_adaptive.py reads these).
+        for stage, a, b in (("decode", 0, 1), ("finder", 1, 2), ("state", 2, 3)):
+            app.state.timings[f"{name}.{stage}"] = t[b] - t[a]
+
     def _push_lm(body: bytes) -> None:
+        t = [time.perf_counter()]
         data = parse_object(body)
         grid_id, tile_id = get_int(data, "grid_id"), get_int(data, "tile_id")
         image = get_image(data)
+        t.append(time.perf_counter())
         result = _state.run_find_squares(image)
+        t.append(time.perf_counter())
         st.add_squares(st.square_rows_from_result(result, grid_id, tile_id))
+        t.append(time.perf_counter())
+        _stages("push_lm", t)
 
     @app.post("/push_lm")
     async def push_lm(request: Request):
@@ -281,13 +291,19 @@ def create_app(state_dir: str | Path, *, max_body_mb: float = 512.0, state: Serv
         return None
 
     def _push_mm(body: bytes, evaluate: bool):
+        t = [time.perf_counter()]
         data = parse_object(body)
         grid_id, square_id = get_int(data, "grid_id"), get_int(data, "square_id")
         mm_img_id = get_int(data, "mm_img_id")
         image = get_image(data)
+        t.append(time.perf_counter())
         result = _state.run_find_holes(image, st.hole_i0(image))
-        return st.add_holes(st.hole_rows_from_result(result, grid_id, square_id, mm_img_id),
-                            evaluate=evaluate)
+        t.append(time.perf_counter())
+        out = st.add_holes(st.hole_rows_from_result(result, grid_id, square_id, mm_img_id),
+                           evaluate=evaluate)
+        t.append(time.perf_counter())
+        _stages("push_and_evaluate_mm" if evaluate else "push_mm", t)
+        return out
 
     @app.post("/push_and_evaluate_mm")
     async def push_and_evaluate_mm(request: Request):
