@@ -13,7 +13,8 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 ORDER = ["bench_squares.py", "bench_holes.py", "bench_models.py", "bench_memory.py",
-         "bench_batch.py", "bench_leginon.py", "bench_adaptive.py"]
+         "bench_batch.py", "bench_leginon.py", "bench_adaptive.py",
+         "bench_foreign.py"]
 
 
 def main() -> int:
