@@ -131,38 +131,18 @@ def find_squares(image: Image | np.ndarray, *, pixel_size_nm: float | None = Non
         return SquareResult([], notes=notes)
 
     lat = segment.estimate_lattice(data)
-    pitch = lat.pitch_px
-    if pitch is not None and not (12.0 <= pitch <= min(data.shape) / 1.2):
-        pitch = None
-    if pitch is None:
-        notes.append("no grid periodicity found: global thresholds, no lattice split/merge")
-        scale = max(1, int(np.ceil(max(data.shape) / 1024)))
-    else:
-        # Bounded cost: the working image never exceeds ~2048 px on its longer side.
-        scale = max(1, int(round(pitch / segment.WORK_PITCH_PX)), int(np.ceil(max(data.shape) / 2048)))
-    work = segment.block_mean(data, scale, keep_remainder=True)
-    pitch_work = pitch / scale if pitch else None
-
-    if method == "ptolemy":
-        labels, smooth, bar, min_area = _ptolemy_segments(work)
-    else:
-        seg = segment.segment(work, pitch_work)
-        labels, smooth, bar, min_area = seg.labels, seg.smooth, seg.bar, seg.min_area
-    if labels.max() == 0:
+    loc = _localise(data, lat, method, notes)
+    if loc is not None and loc[-1] is not None:
+        # Segments much larger than the measured pitch: the autocorrelation picked a
+        # sub-period (e.g. very large squares); search again above the segments' size.
+        lat = segment.estimate_lattice(data, min_pitch=loc[-1])
+        notes.append("pitch re-estimated: segments were larger than the first estimate")
+        loc = _localise(data, lat, method, notes)
+    pitch, scale = _pitch_and_scale(data, lat)
+    if loc is None:
         notes.append("no square-like segment found")
         return SquareResult([], pitch_px=pitch, notes=notes, working_scale=scale)
-
-    if pitch is not None and method == "robust":
-        # The autocorrelation angle is exact to a few hundredths of a degree; Brent on the
-        # hulls of digitised segments is biased towards rational slopes at working scale.
-        theta = float(lat.angle_deg)
-    else:
-        theta = geometry.grid_angle(geometry.hulls(labels), None)
-    boxes = geometry.aligned_boxes(labels, theta)
-    if pitch_work is not None and method == "robust":
-        labels, changed = geometry.split_merge(labels, boxes, pitch_work)
-        if changed:
-            boxes = geometry.aligned_boxes(labels, theta)
+    work, labels, smooth, bar, min_area, theta, boxes, _ = loc
     m = measure.measure(work, smooth, labels, bar)
     idx = boxes.ids - 1
     keep = m.count[idx] >= min_area
@@ -211,6 +191,52 @@ def find_squares(image: Image | np.ndarray, *, pixel_size_nm: float | None = Non
     targets = [t.with_score(s) for t, s in zip(targets, scores, strict=True)]
     return SquareResult(rank(targets), grid_angle_deg=float(theta), pitch_px=pitch, i0=i0, notes=notes,
                         working_scale=scale, scorer=used)
+
+
+def _pitch_and_scale(data: np.ndarray, lat) -> tuple[float | None, int]:
+    pitch = lat.pitch_px
+    if pitch is not None and not (12.0 <= pitch <= min(data.shape) / 1.2):
+        pitch = None
+    if pitch is None:
+        return None, max(1, int(np.ceil(max(data.shape) / 1024)))
+    # Bounded cost: the working image never exceeds ~2048 px on its longer side.
+    return pitch, max(1, int(round(pitch / segment.WORK_PITCH_PX)), int(np.ceil(max(data.shape) / 2048)))
+
+
+def _localise(data: np.ndarray, lat, method: str, notes: list[str]):
+    """Working image, segments, grid angle and boxes; None when nothing is found.
+
+    The last element is a pitch (input px) to search above when the segments are larger
+    than the measured pitch (a sub-period was picked), else None.
+    """
+    pitch, scale = _pitch_and_scale(data, lat)
+    if pitch is None and not any(n.startswith("no grid periodicity") for n in notes):
+        notes.append("no grid periodicity found: global thresholds, no lattice split/merge")
+    work = segment.block_mean(data, scale, keep_remainder=True)
+    pitch_work = pitch / scale if pitch else None
+    if method == "ptolemy":
+        labels, smooth, bar, min_area = _ptolemy_segments(work)
+    else:
+        seg = segment.segment(work, pitch_work)
+        labels, smooth, bar, min_area = seg.labels, seg.smooth, seg.bar, seg.min_area
+    if labels.max() == 0:
+        return None
+    if pitch is not None and method == "robust":
+        # The autocorrelation angle is exact to a few hundredths of a degree; Brent on the
+        # hulls of digitised segments is biased towards rational slopes at working scale.
+        theta = float(lat.angle_deg)
+    else:
+        theta = geometry.grid_angle(geometry.hulls(labels), None)
+    boxes = geometry.aligned_boxes(labels, theta)
+    if pitch_work is not None and method == "robust":
+        sides = np.maximum(boxes.u1 - boxes.u0, boxes.v1 - boxes.v0)
+        sides = sides[sides >= np.sqrt(min_area)]
+        if len(sides) >= 2 and float(np.median(sides)) > 1.05 * pitch_work and not lat.min_pitch:
+            return (work, labels, smooth, bar, min_area, theta, boxes, float(np.median(sides)) * scale * 1.05)
+        labels, changed = geometry.split_merge(labels, boxes, pitch_work)
+        if changed:
+            boxes = geometry.aligned_boxes(labels, theta)
+    return work, labels, smooth, bar, min_area, theta, boxes, None
 
 
 def _score(img: Image, targets: list[Target], x: np.ndarray, scorer: str,

@@ -36,6 +36,7 @@ class Measurements:
     peak: np.ndarray  # max of the smoothed image in the segment's core
     touches_edge: np.ndarray
     dip: np.ndarray | None = None  # min of the smoothed image in the segment's core
+    noise: np.ndarray | None = None  # rms pixel noise (image minus its smoothed copy)
 
 
 def measure(work: np.ndarray, smooth: np.ndarray, labels: np.ndarray, bar: np.ndarray) -> Measurements:
@@ -50,6 +51,9 @@ def measure(work: np.ndarray, smooth: np.ndarray, labels: np.ndarray, bar: np.nd
     mean = s1 / safe
     std = np.sqrt(np.maximum(s2 / safe - mean * mean, 0))
     bar_mean = np.bincount(flat, weights=bar.ravel().astype(np.float64), minlength=n + 1)[1:] / safe
+    # Pixel noise of each segment: rms of the image minus its smoothed copy.
+    hf = (work - smooth).ravel().astype(np.float64)
+    noise = np.sqrt(np.bincount(flat, weights=hf * hf, minlength=n + 1)[1:] / safe)
     # Brightest and darkest smoothed values inside each segment's core (two pixels in from
     # its outline, whose values are only the half level): vacuum patches and cracks raise
     # the peak, contamination lowers the dip.
@@ -63,7 +67,7 @@ def measure(work: np.ndarray, smooth: np.ndarray, labels: np.ndarray, bar: np.nd
     border = np.zeros(n + 1, bool)
     for edge in (labels[0], labels[-1], labels[:, 0], labels[:, -1]):
         border[edge] = True
-    return Measurements(count, mean, std, bar_mean, peak, border[1:], dip)
+    return Measurements(count, mean, std, bar_mean, peak, border[1:], dip, noise)
 
 
 def _erode_labels(labels: np.ndarray) -> np.ndarray:

@@ -76,10 +76,11 @@ class Lattice:
     pitch_px: float | None  # full-resolution pixels
     angle_deg: float | None  # lattice axis (sin θ, cos θ) in (row, col), 0..90
     strength: float  # autocorrelation peak height / zero-lag value
+    min_pitch: float | None = None  # the search was restricted to pitches above this
 
 
 def _acf_peak(img: np.ndarray, expect: np.ndarray | None = None,
-              sigma: float = 1.5) -> tuple[np.ndarray | None, float]:
+              sigma: float = 1.5, min_r: float = 0.0) -> tuple[np.ndarray | None, float]:
     """Nearest strong lattice vector (d_row, d_col) in pixels of ``img``, and its strength.
 
     With ``expect`` (a vector measured on a coarser copy) the peak is searched at radii
@@ -118,6 +119,7 @@ def _acf_peak(img: np.ndarray, expect: np.ndarray | None = None,
     if len(below) == 0:
         return None, 0.0
     r_min = below[0] + 1
+    r_min = max(r_min, min_r)
     ann = (rr > r_min) & (rr < r_max)
     if expect is not None:
         # Between a quarter of the coarse vector (it may have been a harmonic, 2v or √2v)
@@ -170,18 +172,20 @@ def _sub(win: np.ndarray, py: int, px: int) -> tuple[float, float]:
     return 0.0, 0.0
 
 
-def estimate_lattice(data: np.ndarray) -> Lattice:
+def estimate_lattice(data: np.ndarray, min_pitch: float | None = None) -> Lattice:
     """Pitch and angle of the mesh from the autocorrelation of a coarse copy.
 
     The coarse copy (largest side :data:`COARSE_SIDE`) averages away textures much finer
     than the mesh (a resolved holey film). If the pitch is only a few coarse pixels (or
     none is found), the search is repeated on a 4× finer copy of the central part, near
-    the coarse estimate when there is one.
+    the coarse estimate when there is one. ``min_pitch`` (input px) restricts the search
+    to longer periods (used when the segments turned out larger than a first estimate).
     """
     side = max(data.shape)
     factor = max(1, int(np.ceil(side / COARSE_SIDE)))
     coarse = block_mean(data, factor)
-    vec, strength = _acf_peak(coarse)
+    min_r = (min_pitch or 0.0) / factor
+    vec, strength = _acf_peak(coarse, min_r=min_r)
     if (vec is None or np.hypot(*vec) < 12) and factor > 1:
         fine = max(1, factor // 4)
         span = COARSE_SIDE * fine
@@ -193,10 +197,10 @@ def estimate_lattice(data: np.ndarray) -> Lattice:
         if vec2 is not None:
             vec, strength, factor = vec2, strength2, fine
     if vec is None:
-        return Lattice(None, None, strength)
+        return Lattice(None, None, strength, min_pitch)
     pitch = float(np.hypot(*vec)) * factor
     angle = float(np.degrees(np.arctan2(vec[0], vec[1]))) % 90.0
-    return Lattice(pitch, angle, strength)
+    return Lattice(pitch, angle, strength, min_pitch)
 
 
 @dataclass
