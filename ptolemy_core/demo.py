@@ -32,7 +32,8 @@ def _truth_holes(truth: dict) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.nd
     for h in holes:
         ell = h.get("ellipse") or {"a": h["radius"], "b": h["radius"], "angle_deg": 0.0}
         axes.append((ell["a"], ell["b"]))
-        angles.append(np.deg2rad(ell["angle_deg"]))
+        # truth measures axis a from +x (columns) towards +y; metrics from the row axis
+        angles.append(np.deg2rad(90.0 - ell["angle_deg"]))
     optional = np.array([h["visible_fraction"] < 0.5 for h in holes], bool)
     good = np.array([bool(h["good"]) for h in holes], bool)
     return centers, np.array(axes, float).reshape(-1, 2), np.array(angles), optional, good
