@@ -101,7 +101,9 @@ def find_squares(image: Image | np.ndarray, *, pixel_size_nm: float | None = Non
     pixel_size_nm : float, optional
         Overrides the image's pixel size (reported only; the finder measures the pitch).
     scorer : {"auto", "interpretable", "cnn", "none"}
-        ``auto`` uses the CNN when its weights are shipped, else the interpretable model.
+        ``auto`` = the interpretable model on physical measurements: it beats the
+        shipped CNN on held-out simulated atlases (ROC AUC 0.854 vs 0.783) and, unlike
+        the CNN, keeps calibrated scores on real 8-bit atlases. ``cnn`` uses the CNN.
     method : {"robust", "ptolemy"}
         ``ptolemy`` = the published baseline, for comparison.
 
@@ -243,12 +245,11 @@ def _score(img: Image, targets: list[Target], x: np.ndarray, scorer: str,
            i0: float | None) -> tuple[np.ndarray, str]:
     if scorer == "none":
         return np.zeros(len(targets)), "none"
-    if scorer in ("auto", "cnn"):
+    if scorer == "cnn":
         cnn = _cnn_scores(img, targets, i0)
         if cnn is not None:
             return np.clip(np.asarray(cnn, float), 0, 1), "cnn"
-        if scorer == "cnn":
-            raise PtolemyInputError("the square CNN scorer has no shipped weights in this installation")
+        raise PtolemyInputError("the square CNN scorer has no shipped weights in this installation")
     model = score.load_interpretable()
     if model is None:
         return score.fallback_scores(x), "rule"
