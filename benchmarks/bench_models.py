@@ -174,7 +174,7 @@ def _hole_tables(by_class, loc, latency) -> tuple[list[str], dict]:
         lines += ["", f"U-Net inference on 1024×1440 images at the finder's working scale "
                       f"(working sizes {shapes[0]}–{shapes[-1]}): median {1000 * np.median(t):.0f} ms, "
                       f"max {1000 * t.max():.0f} ms over {len(t)} images "
-                      f"({_threads()} torch threads; shared machine, see below)."]
+                      f"({_threads()} torch thread(s); shared, overloaded machine: times inflated)."]
         summary["unet_latency_ms_median"] = round(1000 * float(np.median(t)), 1)
     return lines, summary
 
