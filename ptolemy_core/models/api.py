@@ -44,6 +44,8 @@ from .registry import load_model
 PROB_THRESHOLD = 0.3
 #: Table 3, last row: keep lattice nodes whose summed probability in the crop exceeds this.
 NODE_PROB_THRESHOLD = 0.5
+#: Lattice fit: anchors tried (centroids nearest the image centre).
+MAX_ANCHORS = 40
 #: Summed probability of one confident centre blob (2π·1.2², the training blur's sigma).
 BLOB_MASS = 9.0
 #: Tiles for large working images (bounded memory); the margin covers the receptive field.
@@ -433,18 +435,21 @@ def fit_anchor_lattice(
     from scipy.spatial import cKDTree
 
     k = min(k_neighbours, n - 1)
-    _, nb = cKDTree(pts).query(pts, k=k + 1)
-    nb = nb[:, 1:]                                                        # (N, k)
-    anchors = np.repeat(np.arange(n), k)
-    v1 = pts[nb.ravel()] - pts[anchors]
+    # Anchors: the MAX_ANCHORS centroids nearest the image centre (any hole of a lattice is
+    # as good an anchor as another; this bounds the cost on images with thousands of holes).
+    centre = np.array([(shape[0] - 1) / 2.0, (shape[1] - 1) / 2.0])
+    anc = np.argsort(np.hypot(*(pts - centre).T), kind="stable")[:MAX_ANCHORS]
+    _, nb = cKDTree(pts).query(pts[anc], k=k + 1)
+    nb = nb[:, 1:]                                                        # (A, k)
     if kind == "square":
+        origin_idx = np.repeat(anc, k)
+        v1 = pts[nb.ravel()] - pts[origin_idx]
         v2 = np.stack([-v1[:, 1], v1[:, 0]], axis=1)
-        origin_idx = anchors
     else:
         a, b = np.triu_indices(k, 1)
-        origin_idx = np.repeat(np.arange(n), len(a))
-        v1 = (pts[nb[:, a]] - pts[:, None, :]).reshape(-1, 2)
-        v2 = (pts[nb[:, b]] - pts[:, None, :]).reshape(-1, 2)
+        origin_idx = np.repeat(anc, len(a))
+        v1 = (pts[nb[:, a]] - pts[anc][:, None, :]).reshape(-1, 2)
+        v2 = (pts[nb[:, b]] - pts[anc][:, None, :]).reshape(-1, 2)
     v1, v2 = _reduce(v1, v2)
     len1, len2 = np.hypot(*v1.T), np.hypot(*v2.T)
     cross = np.abs(v1[:, 0] * v2[:, 1] - v1[:, 1] * v2[:, 0])
