@@ -36,7 +36,7 @@ def test_round_trip_through_json_line():
     line = to_json_line(targets)
     assert "\n" not in line
     back = from_json(line + "\n")
-    for a, b in zip(targets, back):
+    for a, b in zip(targets, back, strict=True):
         assert b.center == pytest.approx(a.center)
         assert np.allclose(b.vertices_array(), a.vertices_array())
         assert b.score == a.score and b.brightness == a.brightness and b.kind == "square"
