@@ -132,12 +132,12 @@ def find_squares(image: Image | np.ndarray, *, pixel_size_nm: float | None = Non
         notes.append("image is constant: no squares")
         return SquareResult([], notes=notes)
 
-    lat = segment.estimate_lattice(data)
+    lat = _credible(data, segment.estimate_lattice(data), notes)
     loc = _localise(data, lat, method, notes)
     if loc is not None and loc[-1] is not None:
         # Segments much larger than the measured pitch: the autocorrelation picked a
         # sub-period (e.g. very large squares); search again above the segments' size.
-        lat = segment.estimate_lattice(data, min_pitch=loc[-1])
+        lat = _credible(data, segment.estimate_lattice(data, min_pitch=loc[-1]), notes)
         notes.append("pitch re-estimated: segments were larger than the first estimate")
         loc = _localise(data, lat, method, notes)
     pitch, scale = _pitch_and_scale(data, lat)
@@ -195,6 +195,26 @@ def find_squares(image: Image | np.ndarray, *, pixel_size_nm: float | None = Non
                         working_scale=scale, scorer=used)
 
 
+def _credible(data: np.ndarray, lat, notes: list[str]):
+    """The lattice, or a no-periodicity one when its period cannot be the grid mesh.
+
+    A single atlas tile can hold fewer than two squares across: the autocorrelation then
+    finds a finer texture (the holey film inside one window) whose "pitch" would split a
+    square into hundreds of fragments (see :func:`segment.lattice_credible`). Without a
+    credible pitch the segmentation uses global levels and no split/merge or size prior.
+    """
+    pitch = lat.pitch_px
+    if pitch is None or not (12.0 <= pitch <= min(data.shape) / 1.2):
+        return lat
+    # A coarse copy (pitch ≈ 8 px) is enough to see whether every cell holds a bar.
+    f = max(1, int(pitch // 8), int(np.ceil(max(data.shape) / 1024)))
+    ok, why = segment.lattice_credible(segment.block_mean(data, f), pitch / f, lat.strength)
+    if ok:
+        return lat
+    notes.append(f"grid period {pitch:.0f} px not credible ({why}): segmented without the lattice")
+    return segment.Lattice(None, None, lat.strength, lat.min_pitch, texture_px=pitch)
+
+
 def _pitch_and_scale(data: np.ndarray, lat) -> tuple[float | None, int]:
     pitch = lat.pitch_px
     if pitch is not None and not (12.0 <= pitch <= min(data.shape) / 1.2):
@@ -219,7 +239,8 @@ def _localise(data: np.ndarray, lat, method: str, notes: list[str]):
     if method == "ptolemy":
         labels, smooth, bar, min_area = _ptolemy_segments(work)
     else:
-        seg = segment.segment(work, pitch_work)
+        texture = lat.texture_px / scale if lat.texture_px else None
+        seg = segment.segment(work, pitch_work, texture)
         labels, smooth, bar, min_area = seg.labels, seg.smooth, seg.bar, seg.min_area
     if labels.max() == 0:
         return None

@@ -77,6 +77,7 @@ class Lattice:
     angle_deg: float | None  # lattice axis (sin θ, cos θ) in (row, col), 0..90
     strength: float  # autocorrelation peak height / zero-lag value
     min_pitch: float | None = None  # the search was restricted to pitches above this
+    texture_px: float | None = None  # a rejected (non-mesh) period: film texture to smooth away
 
 
 def _acf_peak(img: np.ndarray, expect: np.ndarray | None = None,
@@ -308,6 +309,50 @@ def local_levels(work: np.ndarray, pitch_work: float) -> tuple[np.ndarray, np.nd
     return _upsample(bars, work.shape), _upsample(opens, work.shape)
 
 
+def lattice_credible(work: np.ndarray, pitch_work: float, strength: float = 1.0) -> tuple[bool, str]:
+    """Is a measured period the grid mesh (opaque bars around every cell)?
+
+    Two physical checks at the working scale:
+
+    - at least ~2 periods in view on the shorter side (otherwise the autocorrelation
+      cannot have seen the mesh, and any peak is a finer texture: film holes, noise);
+    - bars are a connected opaque network, so *every* ``1.25 × pitch`` block holds some bar
+      and the blocks' 3rd percentiles sit near the image's darkest block level. A texture
+      inside a large window (a resolved holey film when fewer than ~2 meshes are in view)
+      is periodic too, but its blocks' dark levels are the film's, far above the bars'.
+      A period is rejected when more than 30 % of the blocks have a dark level above
+      half-way between the darkest block level and the bright (97th percentile) level;
+    - bars are narrower than a pitch (25–45 % of it): with a weak autocorrelation peak
+      (``strength`` < 0.35; real meshes give 0.4–0.8, film textures seen through one or
+      two windows 0.1–0.3) a period is rejected when more than 15 % of the image is dark
+      over a whole pitch-sized square (dark bands wider than the period: the real bars
+      around a texture inside the windows, e.g. holes in an opaque gold film).
+
+    Returns ``(credible, reason)``.
+    """
+    h, w = work.shape
+    if min(h, w) < 1.9 * pitch_work:
+        return False, f"fewer than 2 periods ({pitch_work:.0f} px) in view"
+    block = max(4, int(round(1.25 * pitch_work)))
+    if min(h, w) < 2 * block:
+        return True, ""
+    dark = _block_percentile(work, block, 3.0)
+    lo = float(np.percentile(dark, 5.0))
+    hi = float(np.percentile(work[::2, ::2], 97.0))
+    if not hi > lo:
+        return True, ""
+    frac = float(np.mean(dark > lo + 0.5 * (hi - lo)))
+    if frac > 0.3:
+        return False, f"{100 * frac:.0f} % of period-sized blocks hold no dark bar"
+    if strength < 0.35:
+        dark_mask = ndi.gaussian_filter(work, 1.0) < lo + 0.5 * (hi - lo)
+        k = max(2, int(round(pitch_work)))
+        wide = float(np.mean(ndi.binary_erosion(dark_mask, np.ones((k, k), bool))))
+        if wide > 0.15:
+            return False, f"weak period with dark bands wider than it over {100 * wide:.0f} % of the image"
+    return True, ""
+
+
 @dataclass
 class Segmentation:
     """Labelled square segments at the working scale."""
@@ -321,18 +366,28 @@ class Segmentation:
     min_area: float  # smallest segment kept (working px)
 
 
-def segment(work: np.ndarray, pitch_work: float | None) -> Segmentation:
-    """Bars-vs-not-bars segmentation with per-segment half-level edges."""
+def segment(work: np.ndarray, pitch_work: float | None, texture_work: float | None = None) -> Segmentation:
+    """Bars-vs-not-bars segmentation with per-segment half-level edges.
+
+    ``texture_work`` (working px): a periodic texture that is not the mesh (resolved holey
+    film seen through one or two windows); without a pitch it is blurred away (σ = half
+    its period, ≤ 12 px) so that a window stays one segment instead of one per hole.
+    """
     # Smoothing suppresses noise and film texture (resolved holes); a symmetric blur does
     # not move the half-level crossing of a straight edge.
-    smooth = ndi.gaussian_filter(work, 1.2 if pitch_work is not None else 0.7)
+    sigma = 1.2 if pitch_work is not None else 0.7
+    if pitch_work is None and texture_work:
+        sigma = float(np.clip(0.5 * texture_work, sigma, 12.0))
+    smooth = ndi.gaussian_filter(work, sigma)
     mix = fit_mixture(smooth)
     if pitch_work is None:
         # No periodicity: global levels from the mixture (Ptolemy's situation) — but only
-        # when the two classes really separate (d' ≥ 4); a unimodal histogram (noise, an
-        # image without bars) splits into two overlapping halves and has no squares.
-        spread = np.sqrt(0.5 * (mix.sds[0] ** 2 + mix.sds[1] ** 2))
-        if not (mix.means[1] - mix.means[0]) >= 4.0 * spread:
+        # when the two classes really separate: the gap is ≥ 4 σ of the bar class and ≥ 1 σ
+        # of the open class (squares of very different ice make that class broad, opaque
+        # bars keep the dark one narrow). A unimodal histogram (noise, an image without
+        # bars) splits into two overlapping halves (gap ≈ 2.7 σ of each) and has no squares.
+        gap = mix.means[1] - mix.means[0]
+        if not (gap >= 4.0 * mix.sds[0] and gap >= 1.0 * mix.sds[1]):
             empty = np.zeros(work.shape, np.int32)
             return Segmentation(empty, 0, np.zeros_like(work), np.zeros(0, np.float32), mix, smooth, 30.0)
         bar = np.full(work.shape, mix.means[0], np.float32)
