@@ -24,7 +24,7 @@ test: $(STAMP)
 	$(BIN)/python -m pytest
 
 lint: $(STAMP)
-	$(BIN)/ruff check ptolemy_core ptolemy_leginon tests benchmarks
+	$(BIN)/ruff check ptolemy_core ptolemy_leginon tests benchmarks tools
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/run_all.py
