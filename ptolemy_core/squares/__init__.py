@@ -148,6 +148,11 @@ def find_squares(image: Image | np.ndarray, *, pixel_size_nm: float | None = Non
     m = measure.measure(work, smooth, labels, bar)
     idx = boxes.ids - 1
     keep = m.count[idx] >= min_area
+    faint = _faint_blobs(m.mean[idx] - m.bar[idx], m.std[idx], keep)
+    if faint.any():
+        notes.append(f"{int(faint.sum())} faint blob(s) dropped: their level above the local bars is "
+                     f"< {FAINT_FRACTION:.0%} of a typical square's and < {FAINT_SNR:.0f}x their own noise")
+        keep &= ~faint
     if not keep.any():
         notes.append("no square-like segment found")
         return SquareResult([], grid_angle_deg=theta, pitch_px=pitch, notes=notes, working_scale=scale)
@@ -193,6 +198,29 @@ def find_squares(image: Image | np.ndarray, *, pixel_size_nm: float | None = Non
     targets = [t.with_score(s) for t, s in zip(targets, scores, strict=True)]
     return SquareResult(rank(targets), grid_angle_deg=float(theta), pitch_px=pitch, i0=i0, notes=notes,
                         working_scale=scale, scorer=used)
+
+
+#: A segment is noise, not a square, when its level above the local bars is below this
+#: fraction of a typical square's (the 75th percentile, robust to many blobs; the darkest
+#: thick squares of the simulated tuning atlases sit at 0.22 of the median) ...
+FAINT_FRACTION = 0.10
+#: ... and below this multiple of its own intensity spread (a noise blob's mean is ~1 σ
+#: above the local floor it was cut from; a real dark square is a uniform plateau).
+FAINT_SNR = 3.0
+
+
+def _faint_blobs(above: np.ndarray, std: np.ndarray, keep: np.ndarray) -> np.ndarray:
+    """Segments that are noise in a dark region (beyond the grid rim, clip ring, etc.).
+
+    There the local bar level is the noise floor and blobs of noise pass the detection
+    threshold; a real square — even thick ice — is a plateau clearly above the bars.
+    """
+    if keep.sum() < 3:
+        return np.zeros(len(above), bool)
+    typical = float(np.percentile(above[keep], 75.0))
+    if not typical > 0:
+        return np.zeros(len(above), bool)
+    return keep & (above < FAINT_FRACTION * typical) & (above < FAINT_SNR * std)
 
 
 def _credible(data: np.ndarray, lat, notes: list[str]):
