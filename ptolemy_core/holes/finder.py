@@ -68,7 +68,8 @@ def find_holes(
         ``"lattice"``: periodicity + template matching + robust lattice fit.
         ``"unet"``: the learned U-Net probability map (needs shipped weights).
     scorer : {"auto", "interpretable", "cnn"}
-        ``"auto"`` uses the CNN when its weights exist, else the interpretable model.
+        ``"auto"`` uses the interpretable model (the shipped hole CNN collapses on real
+        8-bit images, so it is opt-in); ``"cnn"`` uses the hole CNN (raises when no weights ship).
 
     Returns
     -------
@@ -91,11 +92,13 @@ def find_holes(
             return HoleResult([], None, i0, 1.0, notes + ["constant image: no holes"])
     if min(h, w) < 24:
         return HoleResult([], None, i0, 1.0, notes + [f"image {h}x{w} is too small to hold a hole lattice"])
-    est = lat.estimate_basis(data)
+    diag: dict = {}
+    est = lat.estimate_basis(data, diagnostics=diag)
     if method == "unet":
         return _find_unet(img, est, i0, scorer, notes)
     if est is None:
-        return HoleResult([], None, i0, 1.0, notes + ["no hole lattice found (no periodicity)"])
+        reason = diag.get("reason", "no periodicity")
+        return HoleResult([], None, i0, 1.0, notes + [f"no hole lattice found ({reason})"])
     prep = _prepare(data, est[0])
     if prep is None:
         return HoleResult([], None, i0, 1.0, notes + ["no hole lattice found (no hole in the cell)"])
@@ -216,11 +219,11 @@ def _assemble(img, work, s, smooth, cf, centres, idx, ncc, model, bar_mask, basi
                 "match": float(ncc_k[k]),
             },
         ))
-    if scorer in ("auto", "cnn") and targets:
+    if scorer == "cnn" and targets:
         learned = score.cnn_scores(img, targets, float(s), i0=i0_used)
         if learned is not None:
             targets = [t.with_score(v) for t, v in zip(targets, learned, strict=True)]
-        elif scorer == "cnn":
+        else:
             raise PtolemyUnavailableError(
                 "hole CNN scorer unavailable: no shipped hole CNN weights (use scorer='interpretable')")
     if model.sign < 0:

@@ -113,6 +113,16 @@ def _tukey(n: int) -> np.ndarray:
 
 
 CLIP_SIGMA = 1.0
+#: Weakest fold contrast-to-noise accepted as a lattice.
+MIN_FOLD_SNR = 4.0
+#: Weakest agreement of the two interleaved halves' folded cells (:func:`fold_consistency`);
+#: simulated lattices (tuning split) ≥ 0.67 even at the lowest contrast, lacey-like films ≤ 0.51.
+MIN_CONSISTENCY = 0.6
+#: A denser lattice replaces the best-folding one when its extra translations map the folded cell onto
+#: itself with at least this correlation (:func:`densest_consistent`).
+PERIODIC_CORR = 0.5
+#: Shortest lattice period considered (px at the analysed scale); finer spectral content is dropped.
+MIN_PERIOD = 4.0
 SPECTRAL_THRESHOLD = 6.0
 
 
@@ -170,6 +180,7 @@ def whitened_acf(a: np.ndarray) -> np.ndarray:
     # half whitening: sharper peaks than the plain ACF without amplifying the noise floor
     pw = power / np.sqrt(prof[ri] + 1e-20)
     pw[ri < 3] = 0
+    pw[np.sqrt(ky * ky + kx * kx) > 1.0 / MIN_PERIOD] = 0
     acf = np.fft.fftshift(np.fft.irfft2(pw, s=(2 * h, 2 * w)))
     # window overlap: separable autocorrelations of the two 1-D windows
     ov_r = np.correlate(win_r, win_r, mode="full")
@@ -201,6 +212,9 @@ def basis_from_spectrum(a: np.ndarray, threshold: float = 12.0):
     level = np.exp(ndi.uniform_filter1d(np.log(level), 5))
     ratio = power / level[ri].astype(np.float32)
     ratio[ri < 4] = 0
+    # periods under MIN_PERIOD px cannot be a hole lattice (rejected later anyway), but pixel-level
+    # artefacts there (gain patterns, read-out stripes) would crowd the strongest peaks at low contrast
+    ratio[np.sqrt(ky * ky + kx * kx) > 1.0 / MIN_PERIOD] = 0
     full = np.fft.fftshift(ratio, axes=0)  # rows centred, cols 0..W
     mx = ndi.maximum_filter(full, 5, mode="constant")
     pk = np.argwhere((full == mx) & (full > threshold))
@@ -238,6 +252,111 @@ def basis_from_spectrum(a: np.ndarray, threshold: float = 12.0):
     basis = np.linalg.inv(best[2]).T  # rows = real-space vectors: k_i · a_j = δ_ij
     a_, b_ = reduce_basis(basis[0], basis[1])
     return np.vstack([a_, b_]), float(np.median(vals[:4]))
+
+
+def smoothed_spectrum(a: np.ndarray, max_period: float | None = None) -> np.ndarray:
+    """Whitened power spectrum, 3 × 3-summed, rows centred (``[ph // 2, 0]`` = zero frequency).
+
+    Padded to twice the size; every bin is divided by its ring's robust mean level
+    (so noise ≈ 1), the two axis lines by their own running level (row/column stripes
+    from read-out or gain patterns), and periods outside ``MIN_PERIOD .. max_period``
+    are zeroed. At ≤ 3 % hole contrast a single bin of a lattice reflection is barely
+    above the noise maximum over ~10⁵ bins; the reflection spreads over a few bins of
+    the padded spectrum, and the 3 × 3 mean lifts it clear.
+    """
+    h, w = a.shape
+    x = a * _tukey(h)[:, None] * _tukey(w)[None, :]
+    ph, pwid = 2 * h, 2 * w
+    spec = np.fft.rfft2(x, s=(ph, pwid))
+    power = (spec.real ** 2 + spec.imag ** 2).astype(np.float32)
+    ky = np.fft.fftfreq(ph).astype(np.float32)[:, None]
+    kx = np.fft.rfftfreq(pwid).astype(np.float32)[None, :]
+    kr = np.sqrt(ky * ky + kx * kx)
+    ri = np.rint(kr * 2 * max(h, w)).astype(np.int32)
+    cnt = np.maximum(np.bincount(ri.ravel()), 1)
+    level = np.exp(np.bincount(ri.ravel(), np.log(power.ravel() + 1e-30)) / cnt + 0.5772)
+    level = np.exp(ndi.uniform_filter1d(np.log(level), 5))
+    ratio = power / level[ri].astype(np.float32)
+    for line in (ratio[:, :2], ratio[:2, :].T, ratio[-1:, :].T):
+        lv = ndi.median_filter(line, size=(15, 1), mode="nearest")
+        line /= np.maximum(lv, 1e-6) * 1.4427  # median of Exp(1) = ln 2
+    lo = 1.0 / (max_period if max_period else max(h, w) / 4.0)
+    ratio[(kr > 1.0 / MIN_PERIOD) | (kr < lo)] = 0
+    full = np.fft.fftshift(ratio, axes=0)
+    return ndi.uniform_filter(full, 3, mode="constant")
+
+
+def spectral_candidates(sm: np.ndarray, n_peaks: int = 10) -> list[np.ndarray]:
+    """Candidate bases from pairs of the strongest peaks of :func:`smoothed_spectrum` (low contrast).
+
+    Every non-degenerate pair of the ``n_peaks`` strongest peaks gives a (reduced)
+    real-space basis; the caller validates them by folding (:func:`fold_snr`).
+    """
+    ph, pwid = sm.shape[0], 2 * (sm.shape[1] - 1)
+    mx = ndi.maximum_filter(sm, 5, mode="constant")
+    pk = np.argwhere((sm == mx) & (sm > 1.5))
+    if len(pk) < 2:
+        return []
+    vals = sm[pk[:, 0], pk[:, 1]]
+    pk = pk[np.argsort(-vals)[:n_peaks]]
+    ks = np.column_stack([(pk[:, 0] - ph // 2) / ph, pk[:, 1] / pwid])
+    out, seen = [], set()
+    for i in range(len(ks)):
+        for j in range(i + 1, len(ks)):
+            kb = np.vstack([ks[i], ks[j]])
+            det = kb[0, 0] * kb[1, 1] - kb[0, 1] * kb[1, 0]
+            if abs(det) < 0.25 * np.linalg.norm(kb[0]) * np.linalg.norm(kb[1]):
+                continue
+            basis = np.linalg.inv(kb).T
+            a_, b_ = reduce_basis(basis[0], basis[1])
+            key = (round(a_[0], 0), round(a_[1], 0), round(b_[0], 0), round(b_[1], 0))
+            if key not in seen:
+                seen.add(key)
+                out.append(np.vstack([a_, b_]))
+    return out
+
+
+def refine_in_spectrum(sm: np.ndarray, basis: np.ndarray, order: int = 4) -> np.ndarray:
+    """Basis fitted to the sub-bin positions of all its reflections (up to ``order``) in ``sm``.
+
+    Candidate bases from single peak pairs are a few % off; higher-order reflections
+    pin the reciprocal basis down (and a drift of a few % over the image would smear
+    the fold used to compare candidates). Returns ``basis`` unchanged when fewer than
+    three reflections stand out.
+    """
+    ph, pwid = sm.shape[0], 2 * (sm.shape[1] - 1)
+    kmat = np.linalg.inv(basis).T  # rows: reciprocal vectors (cycles/px), k_i · a_j = δ_ij
+    mn = np.array([(m, n) for m in range(-order, order + 1) for n in range(-order, order + 1)
+                   if (m, n) != (0, 0)], float)
+    for half in (3, 2):
+        ks = mn @ kmat
+        flip = ks[:, 1] < 0
+        ks[flip] *= -1
+        sgn = np.where(flip, -1.0, 1.0)
+        rows, obs, wts = [], [], []
+        for k, idx, sg in zip(ks, mn, sgn, strict=True):
+            r, c = int(round(k[0] * ph)) + ph // 2, int(round(k[1] * pwid))
+            if not (half + 1 <= r < ph - half - 1 and 0 <= c < sm.shape[1] - half - 1):
+                continue
+            c0 = max(0, c - half)
+            win = sm[r - half:r + half + 1, c0:c + half + 1]
+            q = int(np.argmax(win))
+            pr, pc = r - half + q // win.shape[1], c0 + q % win.shape[1]
+            if sm[pr, pc] < 2.0 or pc == 0 or pr in (0, ph - 1):
+                continue
+            sr, sc = _subpixel(sm, pr, pc)
+            rows.append(idx * sg)
+            obs.append(((sr - ph // 2) / ph, sc / pwid))
+            wts.append(float(sm[pr, pc]) - 1.0)
+        if len(rows) < 3:
+            return basis
+        design, obs, wts = np.asarray(rows), np.asarray(obs), np.sqrt(np.asarray(wts))[:, None]
+        if np.linalg.matrix_rank(design) < 2:
+            return basis
+        kmat, *_ = np.linalg.lstsq(design * wts, obs * wts, rcond=None)
+    out = np.linalg.inv(kmat).T
+    a_, b_ = reduce_basis(out[0], out[1])
+    return np.vstack([a_, b_])
 
 
 def _subpixel(acf: np.ndarray, r: int, c: int) -> tuple[float, float]:
@@ -350,12 +469,11 @@ def _refine_on_acf(region: np.ndarray, basis: np.ndarray, centre, level: float) 
     return fit
 
 
-def fold_snr(flat: np.ndarray, basis: np.ndarray, m: int = 24) -> float:
-    """Contrast-to-noise of the image folded onto the lattice cell of ``basis``.
+def fold_cell(flat: np.ndarray, basis: np.ndarray, m: int = 24):
+    """The image folded onto the lattice cell of ``basis``: ``(cell (m, m) mean, noise)`` or None.
 
-    The right lattice folds every hole onto one sharp spot; a too-dense lattice
-    mixes holes with film (low contrast); a too-sparse one gives the same
-    contrast with a larger cell (ties are broken towards the smaller cell).
+    ``noise`` is the standard error of a (1-px Gaussian-smoothed) bin mean; None
+    when too many bins are (nearly) empty.
     """
     h, w = flat.shape
     kmat = np.linalg.inv(basis.T)
@@ -369,15 +487,119 @@ def fold_snr(flat: np.ndarray, basis: np.ndarray, m: int = 24) -> float:
     vals = flat[::st, ::st].ravel().astype(np.float64)
     n = np.bincount(idx, minlength=m * m)
     if (n < 3).mean() > 0.2:
-        return 0.0
+        return None
     mean = np.bincount(idx, vals, minlength=m * m) / np.maximum(n, 1)
     var = np.bincount(idx, vals * vals, minlength=m * m) / np.maximum(n, 1) - mean ** 2
     cell = ndi.gaussian_filter(mean.reshape(m, m), 1.0, mode="wrap")
     noise = math.sqrt(max(float(np.median(var)), 1e-12) / max(float(np.median(n)), 1.0)) / 2.0
+    return cell, noise
+
+
+def fold_consistency(flat: np.ndarray, basis: np.ndarray, m: int = 24) -> float:
+    """Correlation of the folded cells of two interleaved halves of the image (cell parity).
+
+    A real lattice puts the same hole in both halves' cells (correlation near 1, lower
+    only at very low contrast); a random pattern (lacey carbon, cracks) folded onto a
+    spurious large cell gives two unrelated cells (correlation near 0), however high
+    its :func:`fold_snr` (whose noise model assumes independent pixels).
+    """
+    h, w = flat.shape
+    kmat = np.linalg.inv(basis.T)
+    st = max(1, int(math.ceil(math.sqrt(h * w / 200_000))))
+    rows = np.arange(0, h, st, dtype=np.float32)[:, None]
+    cols = np.arange(0, w, st, dtype=np.float32)[None, :]
+    u = kmat[0, 0] * rows + kmat[0, 1] * cols
+    v = kmat[1, 0] * rows + kmat[1, 1] * cols
+    fu, fv = np.floor(u), np.floor(v)
+    idx = ((np.floor((u - fu) * m).astype(np.int64) % m) * m
+           + np.floor((v - fv) * m).astype(np.int64) % m).ravel()
+    half = ((fu + fv).astype(np.int64) % 2).ravel()
+    vals = flat[::st, ::st].ravel().astype(np.float64)
+    cells = []
+    for p in (0, 1):
+        sel = half == p
+        n = np.bincount(idx[sel], minlength=m * m)
+        if (n < 2).mean() > 0.2:
+            return 0.0
+        mean = np.bincount(idx[sel], vals[sel], minlength=m * m) / np.maximum(n, 1)
+        c = ndi.gaussian_filter(mean.reshape(m, m), 1.0, mode="wrap")
+        cells.append(c - c.mean())
+    den = math.sqrt(float((cells[0] ** 2).sum()) * float((cells[1] ** 2).sum())) + 1e-20
+    return float((cells[0] * cells[1]).sum()) / den
+
+
+def fold_snr(flat: np.ndarray, basis: np.ndarray, m: int = 24) -> float:
+    """Contrast-to-noise of the image folded onto the lattice cell of ``basis``.
+
+    The right lattice folds every hole onto one sharp spot; a too-dense lattice
+    mixes holes with film (low contrast); a too-sparse one gives the same
+    contrast with a larger cell (ties are broken towards the smaller cell).
+    """
+    res = fold_cell(flat, basis, m)
+    if res is None:
+        return 0.0
+    cell, noise = res
     return float(np.abs(cell - np.median(cell)).max() / noise)
 
 
-def estimate_basis(img: np.ndarray, max_side: int = 512):
+def densest_consistent(flat: np.ndarray, basis: np.ndarray, max_index: int = 5, m: int = 24):
+    """The densest lattice containing ``basis`` (index ≤ ``max_index``) that the image repeats on.
+
+    A sparser sub-lattice folds about as well as the true lattice (each of its nodes
+    is a hole), so the best-folding basis may be one: every second hole darker (JPEG
+    blocks, contamination) makes that likelier. Fold the image onto the cell of
+    ``basis``; for each fractional translation ``t = (i, j) / n`` the cell is compared
+    with itself shifted by ``t``. If the true lattice contains ``t`` the cell holds
+    copies of the hole there and every multiple ``k·t`` maps the cell onto itself
+    (correlation → 1); otherwise a shift puts a hole on film (correlation ≤ 0).
+
+    Returns ``(dense basis rows, worst correlation)``, or ``(basis, 1.0)`` when no
+    translation passes :data:`PERIODIC_CORR`.
+    """
+    res = fold_cell(flat, basis, m)
+    if res is None:
+        return basis, 1.0
+    cell = res[0] - res[0].mean()
+    den = float((cell * cell).sum()) + 1e-20
+
+    def corr(t):
+        sh = ndi.shift(cell, (t[0] * m, t[1] * m), order=1, mode="grid-wrap")
+        return float((cell * sh).sum()) / den
+
+    best = None
+    for n in range(2, max_index + 1):
+        for i in range(n):
+            for j in range(n):
+                if (i, j) == (0, 0) or math.gcd(math.gcd(i, j), n) != 1:
+                    continue  # (i, j)/n of lower order was tried with a smaller n
+                t = np.array([i, j], float) / n
+                worst = min(corr((k * t) % 1.0) for k in range(1, n))
+                if worst >= PERIODIC_CORR and (best is None or n > best[0]
+                                               or (n == best[0] and worst > best[2])):
+                    best = (n, t, worst)
+    if best is None:
+        return basis, 1.0
+    n, t, worst = best
+    # the lattice generated by basis and t·basis (index n): reduce the three generators
+    v = t @ basis
+    a, b = basis
+    gens = [a, b, v]
+    # integer relation: n·v = i·a + j·b, so {v, a, b} spans a lattice of index n over basis;
+    # a reduced basis is found among short combinations of the generators
+    pts = [k * v + p * a + q * b for k in range(n) for p in range(-1, 2) for q in range(-1, 2)]
+    pts = [x for x in pts if np.linalg.norm(x) > 1e-6]
+    pts.sort(key=lambda x: float(np.linalg.norm(x)))
+    u = pts[0]
+    area = abs(float(np.linalg.det(basis))) / n
+    for w_ in pts[1:]:
+        if abs(abs(u[0] * w_[1] - u[1] * w_[0]) - area) < 0.02 * area:
+            a_, b_ = reduce_basis(u, w_)
+            return np.vstack([a_, b_]), worst
+    del gens
+    return basis, 1.0
+
+
+def estimate_basis(img: np.ndarray, max_side: int = 512, diagnostics: dict | None = None):
     """Lattice basis (rows (row,col), full-resolution px) from periodicity, or None.
 
     Candidates from the ACF and from the Fourier peaks, at coarse to fine scales,
@@ -390,6 +612,9 @@ def estimate_basis(img: np.ndarray, max_side: int = 512):
         Full-resolution image (float32).
     max_side : int
         Size of the analysed crop at each scale.
+    diagnostics : dict, optional
+        Filled with ``fold_snr``, ``consistency`` (:func:`fold_consistency`) and, when
+        the answer is None, ``reason`` (one line).
 
     Returns
     -------
@@ -400,41 +625,65 @@ def estimate_basis(img: np.ndarray, max_side: int = 512):
     f = max(1, math.ceil(max(h, w) / max_side))
     cands = []
     scales = []
+    flats, spectra = {}, {}
     while True:
         scales.append(f)
         if f == 1:
             break
         f = max(1, f // 2)
+
+    def add(b, f, flat):
+        b = refine_in_spectrum(spectra[f], b)
+        pitch = float(np.linalg.norm(b, axis=1).min())
+        # at least ~12 cells in the crop: huge cells fold a few defects into a fake "hole"
+        if pitch < 5.0 or abs(float(np.linalg.det(b))) > flat.size / 12.0:
+            return
+        cands.append((fold_snr(flat, b), abs(float(np.linalg.det(b))) * f * f, b * f, f))
+
     for f in scales[:3]:
         crop = _central_crop(img, f, max_side)
         if min(crop.shape) < 24:
             continue
         flat = flatten(crop, max(crop.shape) / 8.0)
-        found = []
-        res = basis_from_acf(whitened_acf(flat), crop.shape)
-        if res is not None:
-            found.append(res[0])
-        res = basis_from_spectrum(flat)
-        if res is not None:
-            found.append(res[0])
-        for b in found:
-            pitch = float(np.linalg.norm(b, axis=1).min())
-            # at least ~12 cells in the crop: huge cells fold a few defects into a fake "hole"
-            if pitch < 5.0 or abs(float(np.linalg.det(b))) > crop.size / 12.0:
-                continue
-            cands.append((fold_snr(flat, b), abs(float(np.linalg.det(b))) * f * f, b * f, f))
+        flats[f] = flat
+        spectra[f] = smoothed_spectrum(flat)
+        for res in (basis_from_acf(whitened_acf(flat), crop.shape), basis_from_spectrum(flat)):
+            if res is not None:
+                add(res[0], f, flat)
         if cands:
             best = max(cands, key=lambda c: c[0])
             if best[0] > 12 and np.linalg.norm(best[2], axis=1).min() / best[3] >= 8:
                 break
-    if not cands:
+    if not flats:
         return None
-    top = max(c[0] for c in cands)
-    if top < 4.0:
+    if not cands or max(c[0] for c in cands) < 12:
+        # weak lattice (low contrast): the ACF and single-bin Fourier peaks miss it; pairs of
+        # the strongest smoothed Fourier peaks at the coarsest scale
+        f = max(flats)
+        for b in spectral_candidates(spectra[f]):
+            add(b, f, flats[f])
+    diag = diagnostics if diagnostics is not None else {}
+    if not cands or max(c[0] for c in cands) < MIN_FOLD_SNR:
+        diag["reason"] = "no periodicity"
         return None
-    # among candidates folding nearly as well as the best, the smallest cell (not a sub-lattice)
-    good = [c for c in cands if c[0] >= 0.75 * top]
-    snr, _, basis, f = min(good, key=lambda c: c[1])
+    snr, _, basis, f = max(cands, key=lambda c: c[0])
+    # the best-folding basis may be a sparser sub-lattice (a hole on every node, but not every
+    # hole on a node): densest lattice containing it on which the image still repeats
+    for _ in range(2):
+        dense, _corr = densest_consistent(flats[f], basis / f)
+        if abs(np.linalg.det(dense)) >= 0.95 * abs(np.linalg.det(basis / f)):
+            break
+        dense = refine_in_spectrum(spectra[f], dense)
+        if float(np.linalg.norm(dense, axis=1).min()) < 5.0:
+            break
+        basis, snr = dense * f, fold_snr(flats[f], dense)
+    cons = fold_consistency(flats[f], basis / f)
+    diag.update(fold_snr=float(snr), consistency=cons)
+    if cons < MIN_CONSISTENCY:
+        # a random pattern (lacey carbon) folds onto some large cell with a high fold SNR,
+        # but the two halves of the image disagree on what the cell holds
+        diag["reason"] = f"no credible lattice: the image halves fold differently (consistency {cons:.2f})"
+        return None
     # refine on a crop at a scale where the pitch is ~16 px
     pitch = float(np.linalg.norm(basis, axis=1).min())
     f2 = max(1, int(pitch / 16.0))
@@ -454,6 +703,12 @@ def _central_crop(img: np.ndarray, f: int, side: int) -> np.ndarray:
     ch, cw = min(h, side * f), min(w, side * f)
     r0, c0 = (h - ch) // 2, (w - cw) // 2
     return bin_image(img[r0:r0 + ch, c0:c0 + cw], f)
+
+
+def _is_sublattice(sub: np.ndarray, dense: np.ndarray, tol: float = 0.12) -> bool:
+    """True when every vector of ``sub`` is (nearly) an integer combination of ``dense``."""
+    coef = np.linalg.solve(dense.T, sub.T).T
+    return bool(np.abs(coef - np.rint(coef)).max() <= tol)
 
 
 def _same_lattice(b1: np.ndarray, b2: np.ndarray, tol: float) -> bool:
