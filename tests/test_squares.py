@@ -255,3 +255,13 @@ def test_no_squares_from_noise_beyond_the_grid_rim(seed):
     assert inside.any(axis=0).all()  # precision 1: every detection is in a square
     if seed == 102:
         assert any("faint blob" in n for n in res.notes)
+
+
+def test_hole_image_is_flagged_not_dropped(result):
+    """A medium-mag hole image is not an atlas: the round "squares" are kept but noted."""
+    from ptolemy_core.synth.square_image import simulate_square_image
+
+    res = find_squares(simulate_square_image(2, lattice="hex").data)
+    assert len(res.targets) > 20  # reported, not silently dropped
+    assert any("look like holes" in n for n in res.notes)
+    assert not any("look like holes" in n for n in result.notes)  # a real atlas is not flagged

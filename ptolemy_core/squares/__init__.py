@@ -171,6 +171,11 @@ def find_squares(image: Image | np.ndarray, *, pixel_size_nm: float | None = Non
     if i0 is None:
         notes.append("no vacuum (broken/empty square) found: I0 unknown, relative thickness only")
     seg_area = count * scale * scale
+    roundness = _hole_like(seg_area, area, full)
+    if roundness is not None:
+        notes.append(f"the {int(full.sum())} uncut segments look like holes, not grid squares: they fill "
+                     f"{roundness:.2f} of their aligned boxes (a disc fills pi/4 = 0.79, a grid window "
+                     f">= {HOLE_FILL:.2f}); is this a medium-magnification image? (ptolemy medmag)")
 
     targets = []
     for k in range(len(idx)):
@@ -207,6 +212,21 @@ FAINT_FRACTION = 0.10
 #: ... and below this multiple of its own intensity spread (a noise blob's mean is ~1 σ
 #: above the local floor it was cut from; a real dark square is a uniform plateau).
 FAINT_SNR = 3.0
+
+
+#: Median fraction of its grid-aligned box that an uncut segment fills, below which the
+#: "squares" are round (holes of a medium-mag image): a disc fills π/4 ≈ 0.79 of any
+#: bounding square (measured 0.81 on simulated and real hole images), a window with
+#: rounded corners ≥ 0.95 (simulated atlases 0.96–1.02, real atlases 0.89–0.91).
+HOLE_FILL = 0.86
+
+
+def _hole_like(seg_area: np.ndarray, box_area: np.ndarray, full: np.ndarray) -> float | None:
+    """Median box fill of the uncut segments when it says "round holes", else None."""
+    if full.sum() < 3:
+        return None
+    fill = float(np.median(seg_area[full] / np.maximum(box_area[full], 1e-9)))
+    return fill if fill < HOLE_FILL else None
 
 
 def _faint_blobs(above: np.ndarray, std: np.ndarray, keep: np.ndarray) -> np.ndarray:
