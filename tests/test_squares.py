@@ -265,3 +265,27 @@ def test_hole_image_is_flagged_not_dropped(result):
     assert len(res.targets) > 20  # reported, not silently dropped
     assert any("look like holes" in n for n in res.notes)
     assert not any("look like holes" in n for n in result.notes)  # a real atlas is not flagged
+
+
+def test_small_on_lattice_segment_gets_the_window_box():
+    """A nearly opaque square segments as a small central glow: on a lattice node it gets the
+    typical window's box; an off-lattice blob of the same size keeps its own box."""
+    from ptolemy_core.squares import _lattice_boxes
+    from ptolemy_core.squares.geometry import Boxes
+
+    pitch, half = 32.0, 10.0
+    cu, cv = np.meshgrid(np.arange(4) * pitch + 20.0, np.arange(4) * pitch + 20.0, indexing="ij")
+    cu, cv = cu.ravel(), cv.ravel()
+    h = np.full(16, half)
+    h[5] = 3.0  # glow of a nearly opaque square, 1 px off its node
+    cu[5] += 1.0
+    cu = np.append(cu, 20.0 + 1.5 * pitch)  # a blob between the nodes
+    cv = np.append(cv, 20.0 + 1.5 * pitch)
+    h = np.append(h, 3.0)
+    kb = Boxes(np.arange(1, 18), cu - h, cu + h, cv - h, cv + h, 0.0)
+    edge = np.zeros(17, bool)
+    out, grown = _lattice_boxes(kb, edge, pitch, (160, 160))
+    assert grown.tolist() == [k == 5 for k in range(17)]
+    assert out.u1[5] - out.u0[5] == pytest.approx(2 * half)
+    assert 0.5 * (out.u0[5] + out.u1[5]) == pytest.approx(20.0 + pitch, abs=1e-6)  # on the node
+    assert out.u1[16] - out.u0[16] == pytest.approx(6.0)

@@ -157,11 +157,19 @@ def find_squares(image: Image | np.ndarray, *, pixel_size_nm: float | None = Non
         notes.append("no square-like segment found")
         return SquareResult([], grid_angle_deg=theta, pitch_px=pitch, notes=notes, working_scale=scale)
     idx = idx[keep]
-    corners = boxes.corners()[keep] * scale + (scale - 1) / 2.0
-    du = (boxes.u1 - boxes.u0)[keep]
-    dv = (boxes.v1 - boxes.v0)[keep]
-    area = du * dv * scale * scale
     edge = m.touches_edge[idx]
+    kb = geometry.Boxes(boxes.ids[keep], boxes.u0[keep], boxes.u1[keep], boxes.v0[keep], boxes.v1[keep],
+                        boxes.theta)
+    from_lattice = np.zeros(len(idx), bool)
+    if pitch is not None and method == "robust":
+        kb, from_lattice = _lattice_boxes(kb, edge, pitch / scale, work.shape)
+        if from_lattice.any():
+            notes.append(f"{int(from_lattice.sum())} square(s) much smaller than their lattice cell (nearly "
+                         "opaque, only a faint glow segmented): box set to the typical window on the lattice")
+    corners = kb.corners() * scale + (scale - 1) / 2.0
+    du = kb.u1 - kb.u0
+    dv = kb.v1 - kb.v0
+    area = du * dv * scale * scale
     full = ~edge
     ref_area = float(np.median(area[full])) if full.any() else float(np.median(area))
     visible = np.where(edge, np.minimum(area / max(ref_area, 1e-9), 1.0), 1.0)
@@ -197,6 +205,7 @@ def find_squares(image: Image | np.ndarray, *, pixel_size_nm: float | None = Non
                 "bar_level": float(bar_k[k]),
                 "peak": float(sub.peak[k]),
                 "dip": float(sub.dip[k]),
+                "box_from_lattice": bool(from_lattice[k]),
             },
         ))
     scores, used = _score(img, targets, score.features_from_targets(targets), scorer, i0)
@@ -227,6 +236,43 @@ def _hole_like(seg_area: np.ndarray, box_area: np.ndarray, full: np.ndarray) -> 
         return None
     fill = float(np.median(seg_area[full] / np.maximum(box_area[full], 1e-9)))
     return fill if fill < HOLE_FILL else None
+
+
+def _lattice_boxes(kb, edge: np.ndarray, pitch_work: float, shape: tuple[int, int]):
+    """Give on-lattice segments much smaller than a window the typical window's box.
+
+    A nearly opaque square (thick ice) shows only a faint central glow: its segment is a
+    blob a third of the window's size, but it sits on a lattice node (within 0.15 pitch)
+    and the mesh says where its window is. Such a segment (uncut, longer side < 0.6 of
+    the typical window's) gets the median window box centred on its node; the box must
+    stay inside the image. Returns the new boxes and which were replaced.
+    """
+    du, dv = kb.u1 - kb.u0, kb.v1 - kb.v0
+    side = np.maximum(du, dv)
+    grown = np.zeros(len(side), bool)
+    if (~edge).sum() < 3:
+        return kb, grown
+    typical = float(np.median(side[~edge]))
+    normal = ~edge & (side >= 0.75 * typical) & (side <= 1.25 * typical)
+    if normal.sum() < 3:
+        return kb, grown
+    cu, cv = kb.center_uv
+    pu, pv = geometry.lattice_phase(cu[normal], cv[normal], pitch_work)
+    nu = pu + pitch_work * np.round((cu - pu) / pitch_work)
+    nv = pv + pitch_work * np.round((cv - pv) / pitch_work)
+    on = (np.abs(cu - nu) < 0.15 * pitch_work) & (np.abs(cv - nv) < 0.15 * pitch_work)
+    small = ~edge & (side < 0.6 * typical) & on
+    if not small.any():
+        return kb, grown
+    hu, hv = 0.5 * float(np.median(du[normal])), 0.5 * float(np.median(dv[normal]))
+    u0, u1, v0, v1 = nu - hu, nu + hu, nv - hv, nv + hv
+    cand = geometry.Boxes(kb.ids, u0, u1, v0, v1, kb.theta).corners()
+    inside = ((cand[..., 0] >= -0.5) & (cand[..., 0] <= shape[0] - 0.5)
+              & (cand[..., 1] >= -0.5) & (cand[..., 1] <= shape[1] - 0.5)).all(axis=1)
+    grown = small & inside
+    pick = lambda new, old: np.where(grown, new, old)  # noqa: E731
+    return geometry.Boxes(kb.ids, pick(u0, kb.u0), pick(u1, kb.u1), pick(v0, kb.v0), pick(v1, kb.v1),
+                          kb.theta), grown
 
 
 def _faint_blobs(above: np.ndarray, std: np.ndarray, keep: np.ndarray) -> np.ndarray:
