@@ -149,6 +149,9 @@ def find_squares(image: Image | np.ndarray, *, pixel_size_nm: float | None = Non
     idx = boxes.ids - 1
     keep = m.count[idx] >= min_area
     faint = _faint_blobs(m.mean[idx] - m.bar[idx], m.std[idx], keep)
+    if faint.any() and pitch is not None and method == "robust":
+        # An opaque square is as faint, but it is a window: on a lattice node, window-sized.
+        faint &= ~_window_on_lattice(boxes, keep & ~m.touches_edge[idx], pitch / scale, m.count[idx])
     if faint.any():
         notes.append(f"{int(faint.sum())} faint blob(s) dropped: their level above the local bars is "
                      f"< {FAINT_FRACTION:.0%} of a typical square's and < {FAINT_SNR:.0f}x their own noise")
@@ -180,7 +183,7 @@ def find_squares(image: Image | np.ndarray, *, pixel_size_nm: float | None = Non
         notes.append("no vacuum (broken/empty square) found: I0 unknown, relative thickness only")
     seg_area = count * scale * scale
     roundness = _hole_like(seg_area, area, full)
-    if roundness is not None:
+    if roundness is not None and not any(n.startswith("resolved film holes joined") for n in notes):
         notes.append(f"the {int(full.sum())} uncut segments look like holes, not grid squares: they fill "
                      f"{roundness:.2f} of their aligned boxes (a disc fills pi/4 = 0.79, a grid window "
                      f">= {HOLE_FILL:.2f}); is this a medium-magnification image? (ptolemy medmag)")
@@ -275,6 +278,28 @@ def _lattice_boxes(kb, edge: np.ndarray, pitch_work: float, shape: tuple[int, in
                           kb.theta), grown
 
 
+def _window_on_lattice(boxes, ref: np.ndarray, pitch_work: float, count: np.ndarray) -> np.ndarray:
+    """Boxes centred within 0.15 pitch of a lattice node, at least half a window wide and
+    at least half filled by their segment (``count`` pixels; a noise blob is sparse).
+
+    The lattice phase comes from the ``ref`` boxes of typical size (±25 % of the median).
+    """
+    side = np.maximum(boxes.u1 - boxes.u0, boxes.v1 - boxes.v0)
+    out = np.zeros(len(side), bool)
+    if ref.sum() < 3:
+        return out
+    typical = float(np.median(side[ref]))
+    normal = ref & (side >= 0.75 * typical) & (side <= 1.25 * typical)
+    if normal.sum() < 3:
+        return out
+    cu, cv = boxes.center_uv
+    pu, pv = geometry.lattice_phase(cu[normal], cv[normal], pitch_work)
+    off_u = np.abs((cu - pu + 0.5 * pitch_work) % pitch_work - 0.5 * pitch_work)
+    off_v = np.abs((cv - pv + 0.5 * pitch_work) % pitch_work - 0.5 * pitch_work)
+    fill = count / np.maximum((boxes.u1 - boxes.u0) * (boxes.v1 - boxes.v0), 1e-9)
+    return (off_u < 0.15 * pitch_work) & (off_v < 0.15 * pitch_work) & (side >= 0.5 * typical) & (fill >= 0.5)
+
+
 def _faint_blobs(above: np.ndarray, std: np.ndarray, keep: np.ndarray) -> np.ndarray:
     """Segments that are noise in a dark region (beyond the grid rim, clip ring, etc.).
 
@@ -336,6 +361,8 @@ def _localise(data: np.ndarray, lat, method: str, notes: list[str]):
         texture = lat.texture_px / scale if lat.texture_px else None
         seg = segment.segment(work, pitch_work, texture)
         labels, smooth, bar, min_area = seg.labels, seg.smooth, seg.bar, seg.min_area
+        if seg.joined:
+            notes.append("resolved film holes joined into their windows (dark bands much wider than them)")
     if labels.max() == 0:
         return None
     if pitch is not None and method == "robust":

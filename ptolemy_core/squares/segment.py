@@ -353,6 +353,27 @@ def lattice_credible(work: np.ndarray, pitch_work: float, strength: float = 1.0)
     return True, ""
 
 
+def _join_texture(cand: np.ndarray, labels: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray, int]:
+    """Without a pitch: merge the resolved holes of a film back into their windows.
+
+    Many small segments (holes of a holey film) separated by narrow film, inside dark
+    bands much wider than them (the bars around one or two windows seen in a tile), are
+    one window each: a closing over ~1.5 segment sizes bridges the film but not the bars.
+    A hole image (no wide dark bands) is left alone.
+    """
+    area = np.bincount(labels.ravel(), minlength=n + 1)[1:]
+    d = float(np.sqrt(np.median(area)))
+    k = max(3, int(round(1.5 * d)))
+    if 6 * k > min(cand.shape):
+        return cand, labels, n
+    wide = ndi.minimum_filter((~cand).view(np.uint8), 3 * k).view(bool)
+    if float(wide.mean()) < 0.1:
+        return cand, labels, n
+    closed = ndi.minimum_filter(ndi.maximum_filter(cand.view(np.uint8), k), k).view(bool)
+    joined, m = ndi.label(closed, structure=np.ones((3, 3), int))
+    return cand, np.where(cand, joined, 0), m
+
+
 @dataclass
 class Segmentation:
     """Labelled square segments at the working scale."""
@@ -364,6 +385,7 @@ class Segmentation:
     mixture: Mixture
     smooth: np.ndarray  # the lightly smoothed working image that was thresholded
     min_area: float  # smallest segment kept (working px)
+    joined: bool = False  # resolved film holes were joined into their windows (no pitch)
 
 
 def segment(work: np.ndarray, pitch_work: float | None, texture_work: float | None = None) -> Segmentation:
@@ -417,6 +439,11 @@ def segment(work: np.ndarray, pitch_work: float | None, texture_work: float | No
     # (min/max filters on uint8 are separable and much faster than binary_opening.)
     cand = ndi.maximum_filter(ndi.minimum_filter(cand.view(np.uint8), 3), 3).view(bool)
     labels, n = ndi.label(cand, structure=np.ones((3, 3), int))
+    joined = False
+    if pitch_work is None and n > 20:
+        n_before = n
+        cand, labels, n = _join_texture(cand, labels, n)
+        joined = n < n_before
     if n == 0:
         return Segmentation(labels.astype(np.int32), 0, bar, np.zeros(0, np.float32), mix, smooth, min_area)
     flat = labels.ravel()
@@ -441,4 +468,4 @@ def segment(work: np.ndarray, pitch_work: float | None, texture_work: float | No
     remap[present] = np.arange(1, int(present.sum()) + 1)
     labels = remap[labels]
     level = mean[present[1:]].astype(np.float32)
-    return Segmentation(labels, int(present.sum()), bar, level, mix, smooth, min_area)
+    return Segmentation(labels, int(present.sum()), bar, level, mix, smooth, min_area, joined)
