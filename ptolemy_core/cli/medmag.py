@@ -26,7 +26,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..formats import to_txt
+    from ..formats import to_json_line, to_txt
     from ..holes import find_holes
 
     if hasattr(common, "load_image_arg"):
@@ -42,31 +42,6 @@ def run(args: argparse.Namespace) -> int:
         lattice = result.lattice.to_json()
         for t in targets:
             t.features["lattice"] = lattice
-    text = _json_line(targets) if args.format == "json" else to_txt(targets)
+    text = to_json_line(targets) if args.format == "json" else to_txt(targets)
     common.emit(text, args.output)
     return 0
-
-
-def _json_line(targets) -> str:
-    """``formats.to_json_line``, with nested dict features (``ellipse``, ``lattice``) kept as objects."""
-    import json
-    from dataclasses import replace
-
-    from ..formats import target_to_dict
-
-    records = []
-    for t in targets:
-        nested = {k: v for k, v in t.features.items() if isinstance(v, dict)}
-        plain = replace(t, features={k: v for k, v in t.features.items() if k not in nested})
-        rec = target_to_dict(plain)
-        out = {}
-        for key in list(rec):
-            out[key] = rec[key]
-        for key, value in t.features.items():
-            if key in nested:
-                out[key] = json.loads(json.dumps(value))
-        # keep the features' own order after the Ptolemy fields
-        base = [k for k in rec if k not in t.features]
-        order = base + [k for k in t.features]
-        records.append({k: out[k] for k in order if k in out})
-    return json.dumps(records, separators=(", ", ": "), allow_nan=False)
