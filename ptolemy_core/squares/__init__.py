@@ -323,7 +323,10 @@ def _credible(data: np.ndarray, lat, notes: list[str]):
     credible pitch the segmentation uses global levels and no split/merge or size prior.
     """
     pitch = lat.pitch_px
-    if pitch is None or not (12.0 <= pitch <= min(data.shape) / 1.2):
+    if pitch is not None and pitch < 12.0:
+        # Too fine for a mesh: a texture (film holes) to smooth away, not a lattice.
+        return segment.Lattice(None, None, lat.strength, lat.min_pitch, texture_px=pitch)
+    if pitch is None or not (pitch <= min(data.shape) / 1.2):
         return lat
     # A coarse copy (pitch ≈ 8 px) is enough to see whether every cell holds a bar.
     f = max(1, int(pitch // 8), int(np.ceil(max(data.shape) / 1024)))

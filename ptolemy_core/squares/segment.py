@@ -404,12 +404,12 @@ def segment(work: np.ndarray, pitch_work: float | None, texture_work: float | No
     mix = fit_mixture(smooth)
     if pitch_work is None:
         # No periodicity: global levels from the mixture (Ptolemy's situation) — but only
-        # when the two classes really separate: the gap is ≥ 4 σ of the bar class and ≥ 1 σ
+        # when the two classes really separate: the gap is ≥ 4 σ of the bar class and ≥ 0.75 σ
         # of the open class (squares of very different ice make that class broad, opaque
         # bars keep the dark one narrow). A unimodal histogram (noise, an image without
         # bars) splits into two overlapping halves (gap ≈ 2.7 σ of each) and has no squares.
         gap = mix.means[1] - mix.means[0]
-        if not (gap >= 4.0 * mix.sds[0] and gap >= 1.0 * mix.sds[1]):
+        if not (gap >= 4.0 * mix.sds[0] and gap >= 0.75 * mix.sds[1]):
             empty = np.zeros(work.shape, np.int32)
             return Segmentation(empty, 0, np.zeros_like(work), np.zeros(0, np.float32), mix, smooth, 30.0)
         bar = np.full(work.shape, mix.means[0], np.float32)
