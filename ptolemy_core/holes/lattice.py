@@ -289,11 +289,15 @@ def smoothed_spectrum(a: np.ndarray, max_period: float | None = None) -> np.ndar
     return ndi.uniform_filter(full, 3, mode="constant")
 
 
-def spectral_candidates(sm: np.ndarray, n_peaks: int = 10) -> list[np.ndarray]:
+def spectral_candidates(sm: np.ndarray, n_peaks: int = 24, n_best: int = 10) -> list[np.ndarray]:
     """Candidate bases from pairs of the strongest peaks of :func:`smoothed_spectrum` (low contrast).
 
-    Every non-degenerate pair of the ``n_peaks`` strongest peaks gives a (reduced)
-    real-space basis; the caller validates them by folding (:func:`fold_snr`).
+    Every non-degenerate pair of the ``n_peaks`` strongest peaks is a candidate
+    reciprocal basis; pairs are ranked by their *harmonic support* — the summed excess of
+    ``sm`` over all reflections they predict up to order 3 — which adds up the whole
+    lattice's power (a single weak reflection is barely above the noise, the set of
+    them is not). The ``n_best`` best pairs are returned as reduced real-space bases;
+    the caller validates them by folding (:func:`fold_snr`).
     """
     ph, pwid = sm.shape[0], 2 * (sm.shape[1] - 1)
     mx = ndi.maximum_filter(sm, 5, mode="constant")
@@ -303,19 +307,53 @@ def spectral_candidates(sm: np.ndarray, n_peaks: int = 10) -> list[np.ndarray]:
     vals = sm[pk[:, 0], pk[:, 1]]
     pk = pk[np.argsort(-vals)[:n_peaks]]
     ks = np.column_stack([(pk[:, 0] - ph // 2) / ph, pk[:, 1] / pwid])
+    ii, jj = np.triu_indices(len(ks), 1)
+    k1, k2 = ks[ii], ks[jj]
+    det = k1[:, 0] * k2[:, 1] - k1[:, 1] * k2[:, 0]
+    ok = np.abs(det) >= 0.25 * np.linalg.norm(k1, axis=1) * np.linalg.norm(k2, axis=1)
+    k1, k2, det = k1[ok], k2[ok], det[ok]
+    if len(k1) == 0:
+        return []
+    mn = np.array([(m, n) for m in range(0, 4) for n in range(-3, 4) if m > 0 or n > 0], float)
+    pts = mn[None, :, 0:1] * k1[:, None, :] + mn[None, :, 1:2] * k2[:, None, :]  # (P, M, 2)
+    pts = np.where(pts[..., 1:2] < 0, -pts, pts)
+    r = np.rint(pts[..., 0] * ph).astype(int) + ph // 2
+    c = np.rint(pts[..., 1] * pwid).astype(int)
+    inside = (r >= 0) & (r < ph) & (c >= 0) & (c < sm.shape[1])
+    val = np.where(inside, sm[np.clip(r, 0, ph - 1), np.clip(c, 0, sm.shape[1] - 1)], 0.0)
+    inband = inside & (val > 0)  # out-of-band bins are zero
+    count = inband.sum(axis=1)
+    # summed excess over the noise level (≈ 1): many weak true reflections add up, a pair of
+    # strong noise peaks predicts mostly noise (a sparser sub-lattice ties; folding settles it)
+    support = np.where(count >= 4, ((val - 1.0) * inband).sum(axis=1), 0.0)
     out, seen = [], set()
-    for i in range(len(ks)):
-        for j in range(i + 1, len(ks)):
-            kb = np.vstack([ks[i], ks[j]])
-            det = kb[0, 0] * kb[1, 1] - kb[0, 1] * kb[1, 0]
-            if abs(det) < 0.25 * np.linalg.norm(kb[0]) * np.linalg.norm(kb[1]):
+    for p in np.argsort(-support):
+        if support[p] <= 1.0 or len(out) >= n_best:
+            break
+        basis = np.linalg.inv(np.vstack([k1[p], k2[p]])).T
+        a_, b_ = reduce_basis(basis[0], basis[1])
+        key = (round(a_[0], 0), round(a_[1], 0), round(b_[0], 0), round(b_[1], 0))
+        if key not in seen:
+            seen.add(key)
+            out.append(np.vstack([a_, b_]))
+    return out
+
+
+def sublattices(basis: np.ndarray, max_index: int) -> list[np.ndarray]:
+    """``basis`` and all its sub-lattices of index ≤ ``max_index`` (Hermite normal forms).
+
+    Index ``n`` sub-lattices are spanned by ``(p·a + q·b, r·b)`` with ``p·r = n`` and
+    ``0 ≤ q < r``.
+    """
+    a, b = basis
+    out = []
+    for n in range(1, max_index + 1):
+        for p in range(1, n + 1):
+            if n % p:
                 continue
-            basis = np.linalg.inv(kb).T
-            a_, b_ = reduce_basis(basis[0], basis[1])
-            key = (round(a_[0], 0), round(a_[1], 0), round(b_[0], 0), round(b_[1], 0))
-            if key not in seen:
-                seen.add(key)
-                out.append(np.vstack([a_, b_]))
+            r = n // p
+            for q in range(r):
+                out.append(np.vstack([p * a + q * b, r * b]))
     return out
 
 
@@ -665,8 +703,19 @@ def estimate_basis(img: np.ndarray, max_side: int = 512, diagnostics: dict | Non
         # weak lattice (low contrast): the ACF and single-bin Fourier peaks miss it; pairs of
         # the strongest smoothed Fourier peaks at the coarsest scale
         f = max(flats)
-        for b in spectral_candidates(spectra[f]):
-            add(b, f, flats[f])
+        # ring-like holes (Fresnel fringes) can leave the first-order reflections weaker than
+        # the second: a peak pair then spans a lattice over which the true one has index ≤ 4.
+        # Every sub-lattice of index ≤ 4 (Hermite normal forms) of the best pairs is folded
+        # (unrefined: cheap); the best few are refined and enter the candidates.
+        trial = []
+        for b in spectral_candidates(spectra[f], n_best=6):
+            b = refine_in_spectrum(spectra[f], b)
+            for v in sublattices(b, 4):
+                if abs(float(np.linalg.det(v))) <= flats[f].size / 12.0:
+                    trial.append((fold_snr(flats[f], v), v))
+        trial.sort(key=lambda c: -c[0])
+        for _, v in trial[:4]:
+            add(v, f, flats[f])
     diag = diagnostics if diagnostics is not None else {}
     if not cands or max(c[0] for c in cands) < MIN_FOLD_SNR:
         diag["reason"] = "no periodicity"
