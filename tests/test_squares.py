@@ -291,3 +291,14 @@ def test_small_on_lattice_segment_gets_the_window_box():
     assert out.u1[5] - out.u0[5] == pytest.approx(2 * half)
     assert 0.5 * (out.u0[5] + out.u1[5]) == pytest.approx(20.0 + pitch, abs=1e-6)  # on the node
     assert out.u1[16] - out.u0[16] == pytest.approx(6.0)
+
+
+def test_cli_prints_finder_notes_on_stderr(tmp_path, capsys):
+    from ptolemy_core.synth.square_image import simulate_square_image
+
+    simulate_square_image(2, lattice="hex").save(tmp_path / "holes")
+    path = tmp_path / "holes.mrc"
+    assert cli_main(["lowmag", str(path), "-f", "json"]) == 0
+    out, err = capsys.readouterr()
+    assert len(json.loads(out)) > 20  # stdout: the Ptolemy JSON, untouched
+    assert "ptolemy: note: " in err and "look like holes" in err

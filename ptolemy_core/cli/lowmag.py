@@ -41,6 +41,9 @@ def render(result, fmt: str) -> str:
 
 def run(args: argparse.Namespace) -> int:
     result = find(args)
+    # The finder's remarks (not an atlas, no credible mesh period, blobs dropped ...) go to
+    # stderr: stdout stays the drop-in Ptolemy output.
+    print_notes(result.notes)
     emit(render(result, args.format), args.output)
     return 0
 

@@ -15,6 +15,14 @@ Pipeline (``method="robust"``, the default):
    of one cell merged (:mod:`.geometry`);
 4. measurements and ice thickness (:mod:`.measure`), scores (:mod:`.score`), ranking.
 
+Robustness (each noted in ``SquareResult.notes``): a period that cannot be the mesh (fewer
+than two periods in view, cells without a dark bar, or a weak peak inside dark bands wider
+than it — an atlas tile showing the holey film of one window) is rejected and the tile is
+segmented without a lattice, the film texture blurred away or its holes joined into their
+windows; faint noise blobs (beyond the grid rim) are dropped unless they are window-sized
+on a lattice node; nearly opaque on-lattice squares get the typical window box; round
+"squares" (a medium-mag hole image) are kept but flagged.
+
 ``method="ptolemy"`` is the published baseline: global two-class mixture threshold,
 labelling, hulls, Brent angle, aligned rectangles (no flattening, no split/merge).
 Coordinates are ``(row, col)`` pixels of the full-resolution input.
