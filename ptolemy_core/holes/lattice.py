@@ -113,6 +113,8 @@ def _tukey(n: int) -> np.ndarray:
 
 
 CLIP_SIGMA = 1.0
+#: Longest reduced basis vector relative to the shortest.
+MAX_ASPECT = 2.5
 #: Weakest fold contrast-to-noise accepted as a lattice.
 MIN_FOLD_SNR = 4.0
 #: Weakest agreement of the two interleaved halves' folded cells (:func:`fold_consistency`);
@@ -677,9 +679,12 @@ def estimate_basis(img: np.ndarray, max_side: int = 512, diagnostics: dict | Non
         if abs(float(np.linalg.det(b))) < 1.0:  # degenerate pair
             return
         b = refine_in_spectrum(spectra[f], b)
-        pitch = float(np.linalg.norm(b, axis=1).min())
-        # at least ~12 cells in the crop: huge cells fold a few defects into a fake "hole"
-        if pitch < 5.0 or abs(float(np.linalg.det(b))) > flat.size / 12.0:
+        lens = np.linalg.norm(b, axis=1)
+        # at least ~12 cells in the crop: huge cells fold a few defects into a fake "hole";
+        # hole lattices are never needle-like (tilt ≤ 60° shortens one axis by 2 at most),
+        # while thin cells fold random films (lacey) into a consistent smear
+        if lens.min() < 5.0 or abs(float(np.linalg.det(b))) > flat.size / 12.0 \
+                or lens.max() > MAX_ASPECT * lens.min():
             return
         cands.append((fold_snr(flat, b), abs(float(np.linalg.det(b))) * f * f, b * f, f))
 
@@ -726,7 +731,8 @@ def estimate_basis(img: np.ndarray, max_side: int = 512, diagnostics: dict | Non
     for _ in range(2):
         for _n, dense, corr in denser_candidates(flats[f], basis / f):
             dense = refine_in_spectrum(spectra[f], dense)
-            if float(np.linalg.norm(dense, axis=1).min()) < 5.0:
+            lens = np.linalg.norm(dense, axis=1)
+            if lens.min() < 5.0 or lens.max() > MAX_ASPECT * lens.min():
                 continue
             d_snr = fold_snr(flats[f], dense)
             # a too-dense lattice mixes holes with film: its fold contrast roughly halves, and
