@@ -28,23 +28,13 @@ import time
 from pathlib import Path
 
 import numpy as np
+from readme_section import update_section  # noqa: E402  (benchmarks/ is on sys.path)
 
 HERE = Path(__file__).resolve().parent
-MARK_START, MARK_END = "<!-- bench_adaptive:start -->", "<!-- bench_adaptive:end -->"
 
 
 def update_readme(section: str) -> None:
-    from ptolemy_core.atomic import write_atomic
-
-    readme = HERE / "README.md"
-    text = readme.read_text() if readme.exists() else "# Benchmarks\n"
-    block = f"{MARK_START}\n{section.rstrip()}\n{MARK_END}"
-    if MARK_START in text and MARK_END in text:
-        head, rest = text.split(MARK_START, 1)
-        text = head + block + rest.split(MARK_END, 1)[1]
-    else:
-        text = text.rstrip() + "\n\n" + block + "\n"
-    write_atomic(readme, text)
+    update_section("bench_adaptive", section)
 
 
 def sessions_table(n: int, budget: int, plot: Path) -> str:

@@ -23,8 +23,9 @@ import tempfile
 import time
 from pathlib import Path
 
+from readme_section import update_section  # noqa: E402  (benchmarks/ is on sys.path)
+
 HERE = Path(__file__).resolve().parent
-MARK_START, MARK_END = "<!-- bench_batch:start -->", "<!-- bench_batch:end -->"
 
 
 def simulate(folder: Path, kind: str, n: int, seed0: int) -> list[Path]:
@@ -62,17 +63,7 @@ def time_run(paths, kind, out: Path, **kwargs) -> tuple[float, float, int, int, 
 
 
 def update_readme(section: str) -> None:
-    from ptolemy_core.atomic import write_atomic
-
-    readme = HERE / "README.md"
-    text = readme.read_text() if readme.exists() else "# Benchmarks\n"
-    block = f"{MARK_START}\n{section.rstrip()}\n{MARK_END}"
-    if MARK_START in text and MARK_END in text:
-        head, rest = text.split(MARK_START, 1)
-        text = head + block + rest.split(MARK_END, 1)[1]
-    else:
-        text = text.rstrip() + "\n\n" + block + "\n"
-    write_atomic(readme, text)
+    update_section("bench_batch", section)
 
 
 def main() -> int:

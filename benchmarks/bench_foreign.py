@@ -22,11 +22,11 @@ import time
 from pathlib import Path
 
 import numpy as np
+from readme_section import update_section  # noqa: E402  (benchmarks/ is on sys.path)
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 DATA = HERE / "_data" / "foreign"
-START, END = "<!-- foreign:start -->", "<!-- foreign:end -->"
 #: Fixed seeds per look (the same for every look; the look decides the rest).
 SEEDS = (101, 102)
 
@@ -197,16 +197,7 @@ def table(rows: list[dict], wall: float) -> str:
 
 def update_readme(text: str) -> None:
     """Replace only the text between this bench's markers (other sections belong to others)."""
-    from ptolemy_core.atomic import write_atomic
-
-    path = HERE / "README.md"
-    doc = path.read_text() if path.exists() else "# Benchmarks\n"
-    block = f"{START}\n{text}{END}"
-    if START in doc and END in doc:
-        doc = doc[: doc.index(START)] + block + doc[doc.index(END) + len(END):]
-    else:
-        doc = doc.rstrip("\n") + "\n\n## Foreign looks (robustness)\n\n" + block + "\n"
-    write_atomic(path, doc)
+    update_section("foreign", text, heading="## Foreign looks (robustness)")
 
 
 def main(argv=None) -> int:

@@ -32,10 +32,10 @@ import time
 from pathlib import Path
 
 import numpy as np
+from readme_section import update_section  # noqa: E402  (benchmarks/ is on sys.path)
 
 HERE = Path(__file__).resolve().parent
 LIMIT_MB = 1024.0
-MARK_START, MARK_END = "<!-- bench_memory:start -->", "<!-- bench_memory:end -->"
 
 
 def write_atlas(path: Path, size: int, dtype: str, seed: int = 0) -> float:
@@ -115,17 +115,7 @@ READ_ONLY = (
 
 
 def update_readme(section: str) -> None:
-    from ptolemy_core.atomic import write_atomic
-
-    readme = HERE / "README.md"
-    text = readme.read_text() if readme.exists() else "# Benchmarks\n"
-    block = f"{MARK_START}\n{section.rstrip()}\n{MARK_END}"
-    if MARK_START in text and MARK_END in text:
-        head, rest = text.split(MARK_START, 1)
-        text = head + block + rest.split(MARK_END, 1)[1]
-    else:
-        text = text.rstrip() + "\n\n" + block + "\n"
-    write_atomic(readme, text)
+    update_section("bench_memory", section)
 
 
 def main() -> int:

@@ -31,6 +31,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
 import suite  # noqa: E402
+from readme_section import update_section  # noqa: E402  (benchmarks/ is on sys.path)
 
 from ptolemy_core.metrics import (  # noqa: E402
     DetectionScores,
@@ -44,8 +45,6 @@ from ptolemy_core.metrics import (  # noqa: E402
 from ptolemy_core.models import api  # noqa: E402
 from ptolemy_core.models import crops as C  # noqa: E402
 from ptolemy_core.models.registry import load_model, read_manifest  # noqa: E402
-
-START, END = "<!-- bench_models:start -->", "<!-- bench_models:end -->"
 
 
 def _hole_truth(truth: dict):
@@ -240,14 +239,7 @@ def bench_squares(n: int) -> tuple[list[str], dict]:
 
 
 def write_readme(text: str) -> None:
-    path = HERE / "README.md"
-    body = path.read_text() if path.exists() else "# Benchmarks\n"
-    block = f"{START}\n{text}\n{END}"
-    if START in body and END in body:
-        body = body[: body.index(START)] + block + body[body.index(END) + len(END):]
-    else:
-        body = body.rstrip("\n") + "\n\n## Learned models\n\n" + block + "\n"
-    path.write_text(body)
+    update_section("bench_models", text, heading="## Learned models")
 
 
 def main(argv=None) -> int:
