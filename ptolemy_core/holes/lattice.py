@@ -170,13 +170,31 @@ def smooth_background(a: np.ndarray, sigma: float) -> np.ndarray:
     return out.astype(np.float32)
 
 
+_POWER_CACHE: list = [None]
+
+
+def _padded_power(a: np.ndarray) -> np.ndarray:
+    """Power spectrum of the Tukey-windowed array zero-padded to twice its size (rfft layout).
+
+    The ACF and both spectral routes need it for the same crop: the last result is
+    kept (with a reference to its input, so the identity check is safe).
+    """
+    entry = _POWER_CACHE[0]  # one read: another thread may replace the slot meanwhile
+    if entry is not None and entry[0] is a:
+        return entry[1]
+    h, w = a.shape
+    x = a * _tukey(h)[:, None] * _tukey(w)[None, :]
+    spec = np.fft.rfft2(x, s=(2 * h, 2 * w))
+    power = spec.real ** 2 + spec.imag ** 2
+    _POWER_CACHE[0] = (a, power)
+    return power
+
+
 def whitened_acf(a: np.ndarray) -> np.ndarray:
     """Autocorrelation with a whitened spectrum, centred (``acf[H, W]`` = zero shift), window-corrected."""
     h, w = a.shape
     win_r, win_c = _tukey(h), _tukey(w)
-    x = a * win_r[:, None] * win_c[None, :]
-    spec = np.fft.rfft2(x, s=(2 * h, 2 * w))
-    power = spec.real ** 2 + spec.imag ** 2
+    power = _padded_power(a)
     ky = np.fft.fftfreq(2 * h).astype(np.float32)[:, None]
     kx = np.fft.rfftfreq(2 * w).astype(np.float32)[None, :]
     ri = np.rint(np.sqrt(ky * ky + kx * kx) * 2 * max(h, w)).astype(np.int32)
@@ -204,10 +222,8 @@ def basis_from_spectrum(a: np.ndarray, threshold: float = 12.0):
     Returns ``(basis rows (row, col) px, strength)`` or None.
     """
     h, w = a.shape
-    x = a * _tukey(h)[:, None] * _tukey(w)[None, :]
     ph, pwid = 2 * h, 2 * w
-    spec = np.fft.rfft2(x, s=(ph, pwid))
-    power = (spec.real ** 2 + spec.imag ** 2).astype(np.float32)
+    power = _padded_power(a).astype(np.float32)
     ky = np.fft.fftfreq(ph).astype(np.float32)[:, None]
     kx = np.fft.rfftfreq(pwid).astype(np.float32)[None, :]
     ri = np.rint(np.sqrt(ky * ky + kx * kx) * 2 * max(h, w)).astype(np.int32)
@@ -270,10 +286,8 @@ def smoothed_spectrum(a: np.ndarray, max_period: float | None = None) -> np.ndar
     the padded spectrum, and the 3 × 3 mean lifts it clear.
     """
     h, w = a.shape
-    x = a * _tukey(h)[:, None] * _tukey(w)[None, :]
     ph, pwid = 2 * h, 2 * w
-    spec = np.fft.rfft2(x, s=(ph, pwid))
-    power = (spec.real ** 2 + spec.imag ** 2).astype(np.float32)
+    power = _padded_power(a).astype(np.float32)
     ky = np.fft.fftfreq(ph).astype(np.float32)[:, None]
     kx = np.fft.rfftfreq(pwid).astype(np.float32)[None, :]
     kr = np.sqrt(ky * ky + kx * kx)
@@ -760,6 +774,7 @@ def estimate_basis(img: np.ndarray, max_side: int = 512, diagnostics: dict | Non
             res = basis_from_acf(whitened_acf(flat), crop.shape)
             if res is not None and _same_lattice(res[0] * f2, basis, tol=0.08):
                 basis = res[0] * f2
+    _POWER_CACHE[0] = None
     a_, b_ = reduce_basis(basis[0], basis[1])
     return np.vstack([a_, b_]), snr
 
