@@ -35,6 +35,7 @@ import numpy as np
 
 from .convert import lattice_matrix_for_leginon, shrink_image
 from .holes import hole_records, stats_radius
+from .settings import calibrated_pixel_size_nm
 
 log = logging.getLogger(__name__)
 
@@ -56,14 +57,7 @@ class HoleNodeMixin:
     ptolemy_finder: Callable[..., Any] | None = None
 
     def _ptolemy_pixel_size_nm(self, imagedata: Any) -> float | None:
-        value = float(self.settings.get("ptolemy pixel size nm") or 0.0)
-        if value > 0:
-            return value
-        try:
-            size = self.calclients["image shift"].getImagePixelSize(imagedata)
-            return float(size["x"]) * 1e9 if size and size.get("x") else None
-        except Exception:  # noqa: BLE001 - optional: the finder measures the lattice
-            return None
+        return calibrated_pixel_size_nm(self.settings, self.calclients, imagedata)
 
     def _ptolemy_i0(self) -> float:
         auto = self.__dict__.get("_ptolemy_auto_i0")

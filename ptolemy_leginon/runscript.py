@@ -42,7 +42,8 @@ import argparse
 import os
 import sys
 
-from ptolemy_core.errors import PtolemyInputError, PtolemyUnavailableError
+from ptolemy_core.cli.main import guarded
+from ptolemy_core.errors import PtolemyInputError
 
 KINDS = ("lowmag", "medmag")
 
@@ -125,49 +126,39 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     prog = f"ptolemy-leginon {args.kind}"
-    try:
-        if args.rejoin:
-            if len(args.args) < 3:
-                raise PtolemyInputError("--rejoin needs JOB and at least two words")
-            image, outdir = rejoin(args.args[1:])
-            out = os.path.join(outdir, args.args[0] + ".json")
-        else:
-            if len(args.args) != 2:
-                raise PtolemyInputError("expected IMAGE OUTJSON")
-            image, out = args.args
-        folder = os.path.dirname(out) or "."
-        if not os.path.isdir(folder):
-            raise PtolemyInputError(f"output folder {folder} does not exist")
-        if not os.path.isfile(image):
-            raise PtolemyInputError(f"{image}: no such file")
-        line = find_line(args.kind, image, score_key=args.score_key)
-        if line is None:
-            print(
-                f"{prog}: note: fewer than two holes in {image}; nothing written "
-                "(Leginon reads a missing result as no holes)",
-                file=sys.stderr,
-            )
-            return 0
-        from ptolemy_core.atomic import write_atomic
+    return guarded(prog, lambda: _run(args, prog))
 
-        try:
-            write_atomic(out, line + "\n")
-        except OSError as exc:
-            raise PtolemyInputError(f"cannot write {out}: {exc.strerror or exc}") from None
+
+def _run(args: argparse.Namespace, prog: str) -> int:
+    if args.rejoin:
+        if len(args.args) < 3:
+            raise PtolemyInputError("--rejoin needs JOB and at least two words")
+        image, outdir = rejoin(args.args[1:])
+        out = os.path.join(outdir, args.args[0] + ".json")
+    else:
+        if len(args.args) != 2:
+            raise PtolemyInputError("expected IMAGE OUTJSON")
+        image, out = args.args
+    folder = os.path.dirname(out) or "."
+    if not os.path.isdir(folder):
+        raise PtolemyInputError(f"output folder {folder} does not exist")
+    if not os.path.isfile(image):
+        raise PtolemyInputError(f"{image}: no such file")
+    line = find_line(args.kind, image, score_key=args.score_key)
+    if line is None:
+        print(
+            f"{prog}: note: fewer than two holes in {image}; nothing written "
+            "(Leginon reads a missing result as no holes)",
+            file=sys.stderr,
+        )
         return 0
-    except PtolemyInputError as exc:
-        print(f"{prog}: error: {exc}", file=sys.stderr)
-        return 2
-    except PtolemyUnavailableError as exc:
-        print(f"{prog}: unavailable: {exc}", file=sys.stderr)
-        return 3
-    except MemoryError:
-        print(f"{prog}: error: out of memory", file=sys.stderr)
-        return 1
-    except Exception as exc:  # noqa: BLE001 - the script contract is one line on stderr, never a traceback
-        msg = " ".join(str(exc).split()) or type(exc).__name__
-        print(f"{prog}: internal error: {type(exc).__name__}: {msg}", file=sys.stderr)
-        return 70
+    from ptolemy_core.atomic import write_atomic
+
+    try:
+        write_atomic(out, line + "\n")
+    except OSError as exc:
+        raise PtolemyInputError(f"cannot write {out}: {exc.strerror or exc}") from None
+    return 0
 
 
 if __name__ == "__main__":

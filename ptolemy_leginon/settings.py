@@ -14,7 +14,7 @@ from typing import Any
 
 #: Extra settings of ``PtolemySquareFinder`` (on top of ``MosaicScoreTargetFinder``'s).
 SQUARE_EXTRA_DEFAULTS: dict[str, Any] = {
-    # score model: "auto" uses the shipped CNN when present, else the physics score
+    # score model: "auto" = the interpretable physics score (better held-out AUC than the CNN)
     "ptolemy scorer": "auto",
     "ptolemy pixel size nm": 0.0,  # 0 = ask Leginon's pixel-size calibration, else this value
 }
@@ -104,3 +104,18 @@ def make_settings_classes(leginondata: Any) -> dict[str, type]:
         setattr(leginondata, name, cls)
         made[name] = cls
     return made
+
+
+def calibrated_pixel_size_nm(settings: Any, calclients: Any, imagedata: Any) -> float | None:
+    """The ``ptolemy pixel size nm`` setting, else Leginon's pixel-size calibration, else None.
+
+    The calibration is optional: the finders measure the scale from the image itself.
+    """
+    value = float(settings.get("ptolemy pixel size nm") or 0.0)
+    if value > 0:
+        return value
+    try:
+        size = calclients["image shift"].getImagePixelSize(imagedata)
+        return float(size["x"]) * 1e9 if size and size.get("x") else None
+    except Exception:  # noqa: BLE001 - optional: the finder estimates the scale
+        return None

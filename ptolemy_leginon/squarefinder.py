@@ -40,7 +40,7 @@ from ptolemy_core.targets import Target
 
 from .atlas import MosaicSquare, squares_from_tiles
 from .convert import TilePlacement, mosaic_to_display
-from .settings import FILTER_KEYS
+from .settings import FILTER_KEYS, calibrated_pixel_size_nm
 
 log = logging.getLogger(__name__)
 
@@ -255,14 +255,7 @@ class SquareNodeMixin:
         return tf
 
     def _ptolemy_pixel_size_nm(self, imagedata: Any) -> float | None:
-        value = float(self.settings.get("ptolemy pixel size nm") or 0.0)
-        if value > 0:
-            return value
-        try:
-            size = self.calclients["image shift"].getImagePixelSize(imagedata)
-            return float(size["x"]) * 1e9 if size and size.get("x") else None
-        except Exception:  # noqa: BLE001 - calibration is optional: the finder estimates the scale
-            return None
+        return calibrated_pixel_size_nm(self.settings, self.calclients, imagedata)
 
     # ---------------------------------------------------------------- Leginon hooks
     def hasValidScoringScript(self) -> bool:

@@ -12,6 +12,7 @@ import importlib
 import os
 import sys
 import traceback
+from collections.abc import Callable
 
 from .. import __version__
 from ..errors import PtolemyInputError, PtolemyUnavailableError
@@ -64,9 +65,18 @@ def _run(argv: list[str] | None, prog_prefix: list[str] | None = None) -> int:
     if not getattr(args, "command", None):
         parser.print_help()
         return 2
-    prog = f"ptolemy {args.command}"
+    return guarded(f"ptolemy {args.command}", lambda: _module(args._module).run(args))
+
+
+def guarded(prog: str, action: Callable[[], int | None]) -> int:
+    """Run ``action``; turn every failure into one line on stderr and an exit status.
+
+    2 = bad input (:class:`PtolemyInputError`), 3 = unavailable feature, 130 = interrupted,
+    70 = internal error (traceback only with ``PTOLEMY_DEBUG=1``). Shared by the CLI and
+    the Leginon scripts' runner, whose contract is the same.
+    """
     try:
-        return int(_module(args._module).run(args) or 0)
+        return int(action() or 0)
     except PtolemyInputError as exc:
         print(f"{prog}: error: {exc}", file=sys.stderr)
         return 2
@@ -81,7 +91,7 @@ def _run(argv: list[str] | None, prog_prefix: list[str] | None = None) -> int:
     except MemoryError:
         print(f"{prog}: error: out of memory", file=sys.stderr)
         return 1
-    except Exception as exc:  # noqa: BLE001 - the CLI contract is one line, never a traceback
+    except Exception as exc:  # noqa: BLE001 - the contract is one line, never a traceback
         if os.environ.get("PTOLEMY_DEBUG"):
             traceback.print_exc()
         msg = " ".join(str(exc).split()) or type(exc).__name__
