@@ -96,10 +96,18 @@ def bin_image(a: np.ndarray, f: int) -> np.ndarray:
         return np.asarray(a, dtype=np.float32)
     h, w = (a.shape[0] // f) * f, (a.shape[1] // f) * f
     out = np.empty((h // f, w // f), np.float32)
-    step = max(1, 4096 // f)  # bounded temporaries
+    step = max(1, 2048 // f)  # bounded temporaries
+    # f² strided adds: several times faster than a mean over the small reshaped axes
     for r in range(0, h // f, step):
         r1 = min(h // f, r + step)
-        out[r:r1] = a[r * f:r1 * f, :w].reshape(r1 - r, f, w // f, f).mean(axis=(1, 3), dtype=np.float32)
+        blk = a[r * f:r1 * f, :w]
+        rows = blk[0::f].astype(np.float32, copy=True)
+        for i in range(1, f):
+            rows += blk[i::f]
+        acc = rows[:, 0::f].copy()
+        for j in range(1, f):
+            acc += rows[:, j::f]
+        out[r:r1] = acc * np.float32(1.0 / (f * f))
     return out
 
 
