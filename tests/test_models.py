@@ -83,7 +83,8 @@ def test_training_from_operator_selections(tiny_holes, tmp_path, capsys):
         picked = [h["center"] for h in truth["holes"] if h["good"]]
         (data / mrc.with_suffix(".json").name).write_text(json.dumps({"selected": picked}))
     out = tmp_path / "hole_cnn.pt"
-    rc = main(["train", "holes", "--data", str(data), "--out", str(out), "--quick", "--seed", "1"])
+    rc = main(["train", "holes", "--data", str(data), "--out", str(out), "--quick", "--seed", "1",
+               "--epochs", "30"])
     assert rc == 0, capsys.readouterr().err
     assert "held-out all:" in capsys.readouterr().out
     state = torch.load(out, weights_only=True)
