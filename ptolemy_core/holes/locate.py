@@ -94,7 +94,6 @@ def lattice_average(raw: np.ndarray, flat: np.ndarray, basis: np.ndarray, dark: 
     br, bc = np.nonzero(hole)
     cr, cc = br.mean(), bc.mean()
     u0 = np.array([(pr + cr - m // 2 + 0.5) / m, (pc + cc - m // 2 + 0.5) / m])
-    origin = basis.T @ u0
     du = np.column_stack([(br - cr) / m, (bc - cc) / m])
     d = du @ basis  # real-space displacements (row, col)
     cov = d.T @ d / len(d) + np.eye(2) * (1.0 / 12.0) * (np.linalg.norm(basis, axis=1).mean() / m) ** 2
@@ -102,8 +101,16 @@ def lattice_average(raw: np.ndarray, flat: np.ndarray, basis: np.ndarray, dark: 
     a, b = 2 * math.sqrt(max(evals[1], 1e-6)), 2 * math.sqrt(max(evals[0], 1e-6))
     va = evecs[:, 1]
     angle = math.degrees(math.atan2(va[0], va[1])) % 180.0
-    # raw levels: hole centre vs film (outside 1.4× the hole)
     raw_cell, _, _ = _fold(raw, kmat, m, dark)
+    if a > MAX_ASPECT * b:
+        # holes are round (an oblique view compresses the lattice, not one hole more than
+        # the cell): a strongly one-sided blob is a defocus fringe, so model the hole by symmetry
+        sym = _symmetric_model(cell, raw_cell, basis, kmat, u0, m, sign, a)
+        if sym is not None:
+            u0, rad_w, hole_level, film_level = sym
+            return _model_at(cell, basis, kmat, u0, m, sign, rad_w, rad_w, 0.0, hole_level, film_level,
+                             var, cnt)
+    # raw levels: hole centre vs film (outside 1.4× the hole)
     raw_rolled = np.roll(np.roll(raw_cell, m // 2 - pr, 0), m // 2 - pc, 1)
     far = ~ndi.binary_dilation(hole, iterations=max(1, int(0.2 * math.sqrt(hole.sum()))))
     inner = ndi.binary_erosion(hole, iterations=max(1, int(0.25 * math.sqrt(hole.sum() / math.pi))))
@@ -114,6 +121,18 @@ def lattice_average(raw: np.ndarray, flat: np.ndarray, basis: np.ndarray, dark: 
     noise = math.sqrt(float(np.median(var)) / max(float(np.median(cnt)), 1.0))
     film_c = float(np.median(rolled[far] if far.any() else rolled))
     snr = abs(float(rolled[inner].mean()) - film_c) / max(noise, 1e-9)
+    return _model_at(cell, basis, kmat, u0, m, sign, a, b, angle, hole_level, film_level, var, cnt, snr)
+
+
+MAX_ASPECT = 1.6  # a folded hole more elongated than this is not a (tilted) round hole
+
+
+def _model_at(cell, basis, kmat, u0, m, sign, a, b, angle, hole_level, film_level, var, cnt, snr=None):
+    """The :class:`CellModel` for a hole at fractional position ``u0`` of the folded cell."""
+    origin = basis.T @ u0
+    if snr is None:
+        noise = math.sqrt(float(np.median(var)) / max(float(np.median(cnt)), 1.0))
+        snr = _cell_snr(cell, kmat, u0, m, a, noise)
     # template: the mean cell resampled in real space around the hole centre
     rad = int(math.ceil(1.35 * a)) + 1
     yy, xx = np.mgrid[-rad:rad + 1, -rad:rad + 1].astype(np.float64)
@@ -124,6 +143,70 @@ def lattice_average(raw: np.ndarray, flat: np.ndarray, basis: np.ndarray, dark: 
     disk = (yy ** 2 + xx ** 2) <= (1.35 * a) ** 2
     tpl = np.where(disk, tpl - tpl[disk].mean(), 0.0).astype(np.float32)
     return CellModel(sign, origin, a, b, angle, hole_level, film_level, tpl, snr)
+
+
+def _real_samples(cell: np.ndarray, kmat: np.ndarray, u0: np.ndarray, m: int, rad: int):
+    """The folded cell resampled on a real-space (row, col) grid of ±rad px around ``u0``."""
+    yy, xx = np.mgrid[-rad:rad + 1, -rad:rad + 1].astype(np.float64)
+    fr = kmat @ np.vstack([yy.ravel(), xx.ravel()]) + u0[:, None]
+    v = ndi.map_coordinates(cell, [fr[0] * m - 0.5, fr[1] * m - 0.5], order=1, mode="grid-wrap")
+    return v.reshape(yy.shape), np.hypot(yy, xx)
+
+
+def _cell_snr(cell, kmat, u0, m, rad_w, noise) -> float:
+    v, rr = _real_samples(cell, kmat, u0, m, int(math.ceil(1.8 * rad_w)) + 1)
+    inner, ring = v[rr <= 0.6 * rad_w], v[(rr >= 1.3 * rad_w) & (rr <= 1.8 * rad_w)]
+    if len(inner) == 0 or len(ring) == 0:
+        return 0.0
+    return abs(float(inner.mean()) - float(np.median(ring))) / max(noise, 1e-9)
+
+
+def _symmetric_model(cell, raw_cell, basis, kmat, u0, m, sign, a_blob):
+    """A round hole fitted to the folded cell's rim (a circular Hough transform of the cell).
+
+    The folded cell is resampled in real space (half-pixel steps) around the blob's
+    centre. A ring scores by its edge strength (gradient magnitude, or contrast of the
+    blob's sign for a thin Fresnel line), averaged over its weaker half of 8 sectors:
+    a one-sided fringe covers only part of any ring, while the faint rest of the rim
+    completes the true circle. Returns (u0, radius_px, hole_level, film_level) or None.
+    """
+    pitch = float(np.linalg.norm(basis, axis=1).min())
+    step = 0.5
+    half = int(math.ceil(pitch / step))
+    yy, xx = np.mgrid[-half:half + 1, -half:half + 1].astype(np.float64) * step
+    fr = kmat @ np.vstack([yy.ravel(), xx.ravel()]) + u0[:, None]
+    real = ndi.map_coordinates(cell, [fr[0] * m - 0.5, fr[1] * m - 0.5], order=1, mode="grid-wrap")
+    real = ndi.gaussian_filter(real.reshape(yy.shape), 1.0)
+    contrast = sign * (real - float(np.median(real)))
+    grad = np.hypot(ndi.sobel(real, 0), ndi.sobel(real, 1)) / 8.0
+    # a ring is an edge (step: gradient) or a thin Fresnel line (the blob's sign)
+    grad = np.maximum(contrast, grad - float(np.median(grad)))
+    # a fringe hugs the rim, so its long semi-axis is about the hole radius
+    radii = np.arange(max(2.0, 0.8 * a_blob), min(0.45 * pitch, 1.6 * a_blob), 0.5)
+    ang = np.linspace(0, 2 * math.pi, 72, endpoint=False)
+    off = np.arange(-0.4 * pitch, 0.4 * pitch + 1e-9, step)
+    cy, cx = np.meshgrid(off, off, indexing="ij")
+    best, best_v = None, -np.inf
+    for rad in radii:
+        py = (cy.ravel()[:, None] + rad * np.sin(ang)[None]) / step + half
+        px = (cx.ravel()[:, None] + rad * np.cos(ang)[None]) / step + half
+        g = ndi.map_coordinates(grad, [py, px], order=1, mode="nearest").reshape(len(py), 8, -1)
+        # a circle must be supported all round: the weaker sectors decide (not the fringe)
+        v = np.sort(g.mean(axis=2), axis=1)[:, :4].mean(axis=1)
+        k = int(np.argmax(v))
+        if v[k] > best_v:
+            best_v, best = v[k], (cy.ravel()[k], cx.ravel()[k], float(rad))
+    if best is None or best_v <= 0:
+        return None
+    dr, dc, rad_w = best
+    u = u0 + kmat @ np.array([dr, dc])
+    rmax = int(math.ceil(0.48 * pitch))
+    raw_v, rr2 = _real_samples(raw_cell, kmat, u, m, rmax)
+    inner = raw_v[rr2 <= 0.6 * rad_w]
+    far = raw_v[(rr2 >= 1.4 * rad_w) & (rr2 <= rmax)]
+    if len(inner) == 0 or len(far) == 0:
+        return None
+    return u, rad_w, float(inner.mean()), float(np.median(far))
 
 
 def _parabola(win: np.ndarray, ky: np.ndarray, kx: np.ndarray, axis: int) -> np.ndarray:
