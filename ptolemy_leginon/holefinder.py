@@ -56,8 +56,13 @@ class HoleNodeMixin:
     #: injectable for tests: ``(image, pixel_size_nm, i0, method, scorer) -> HoleResult``
     ptolemy_finder: Callable[..., Any] | None = None
 
+    def _getStatsKeys(self) -> list[str]:
+        # Leginon's ice() copies these stats into each displayed hole: score and rank in the GUI.
+        return [self.settings["score key"], "rank"]
+
     def _ptolemy_pixel_size_nm(self, imagedata: Any) -> float | None:
-        return calibrated_pixel_size_nm(self.settings, self.calclients, imagedata)
+        # not every Leginon finder node has calibration clients: a missing one means "unknown"
+        return calibrated_pixel_size_nm(self.settings, getattr(self, "calclients", None), imagedata)
 
     def _ptolemy_i0(self) -> float:
         auto = self.__dict__.get("_ptolemy_auto_i0")
@@ -154,7 +159,7 @@ class HoleNodeMixin:
         )
         holes = []
         for rec in records:
-            hole = statshole.StatsHole(rec, len(holes), [score_key, "convolved"])
+            hole = statshole.StatsHole(rec, len(holes), [score_key, "convolved", "rank"])
             for key in ("ice_thickness_nm", "full_center", "radius"):
                 hole.stats["ptolemy " + key] = rec.get(key)
             holes.append(hole)

@@ -61,12 +61,12 @@ def hole_records(
     -------
     list of dict
         ``center`` (row, col) in the shrunk frame, the score, ``convolved`` False,
-        ``full_center`` (row, col), ``radius`` in shrunk pixels, ``mean``,
+        ``rank`` (1 = best), ``full_center`` (row, col), ``radius`` in shrunk pixels, ``mean``,
         ``ice_thickness_nm``, ``cut``, ``lattice_index`` when known.
     """
     b = shrink_factor(shape)
     out = []
-    for t in targets:
+    for rank, t in enumerate(targets, start=1):
         if threshold is not None and not (t.score >= threshold):
             continue
         f = t.features
@@ -75,6 +75,7 @@ def hole_records(
             "score": float(t.score),
             score_key: float(t.score),
             "convolved": False,
+            "rank": rank,  # 1 = best of this image (targets arrive ranked), shown in the GUI
             "full_center": (float(t.center[0]), float(t.center[1])),
             "radius": float(f["radius"]) / b if f.get("radius") is not None else None,
             "mean": f.get("mean", t.brightness),

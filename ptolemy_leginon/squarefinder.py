@@ -255,7 +255,8 @@ class SquareNodeMixin:
         return tf
 
     def _ptolemy_pixel_size_nm(self, imagedata: Any) -> float | None:
-        return calibrated_pixel_size_nm(self.settings, self.calclients, imagedata)
+        # not every Leginon finder node has calibration clients: a missing one means "unknown"
+        return calibrated_pixel_size_nm(self.settings, getattr(self, "calclients", None), imagedata)
 
     # ---------------------------------------------------------------- Leginon hooks
     def hasValidScoringScript(self) -> bool:

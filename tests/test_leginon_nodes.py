@@ -434,6 +434,10 @@ def test_hole_targets_land_on_full_resolution_centres(classes, mods, shape):
     holes = node.hf["holes"]
     assert all(h.stats["thickness-mean"] == pytest.approx(0.1, abs=0.01) for h in holes)
     assert holes[0].stats["score"] >= holes[-1].stats["score"]
+    # rank (1 = best) rides along in the stats Leginon's ice() copies into the GUI display
+    ranks = [h.stats["rank"] for h in holes]
+    assert ranks == sorted(set(ranks)) and ranks[0] >= 1  # holes Leginon drops leave gaps
+    assert node._getStatsKeys() == [node.settings["score key"], "rank"]
     # lattice matrix for centerCarbon: columns = lattice vectors in shrunk pixels
     assert node.hf.lattice_matrix == pytest.approx(basis.T / cv.shrink_factor(shape))
 
@@ -533,3 +537,17 @@ def test_hole_node_with_real_finder_matches_truth(classes, mods, shape):
     assert len(pub) > 10
     err = [np.min(np.hypot(*(truth - p).T)) for p in pub]
     assert np.median(err) < 0.2 * radius
+
+
+def test_pixel_size_lookup_without_calibration_clients():
+    """Leginon's hole finders have no calibration clients: the node must treat that as unknown."""
+    from ptolemy_leginon.settings import calibrated_pixel_size_nm
+
+    assert calibrated_pixel_size_nm({"ptolemy pixel size nm": 0.0}, None, {}) is None
+    assert calibrated_pixel_size_nm({"ptolemy pixel size nm": 12.5}, None, {}) == 12.5
+
+    class Shift:
+        def getImagePixelSize(self, imagedata):
+            return {"x": 2.0e-9, "y": 2.0e-9}
+
+    assert calibrated_pixel_size_nm({}, {"image shift": Shift()}, {}) == pytest.approx(2.0)
