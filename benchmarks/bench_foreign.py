@@ -76,17 +76,14 @@ def eval_squares(truth: dict, targets) -> dict:
 
 def eval_holes(truth: dict, targets) -> dict:
     """Ptolemy metrics for holes (ellipses; < half visible or centre outside = optional)."""
-    from ptolemy_core.metrics import DetectionScores, points_in_ellipses, score_detections
+    from ptolemy_core.metrics import DetectionScores, points_in_ellipses, score_detections, truth_hole_regions
 
     holes = truth["holes"]
     det = np.array([t.center for t in targets], float).reshape(-1, 2)
     if not holes:
         return dict(det=DetectionScores(0, len(det), 0), iou=float("nan"), required=0,
                     found=len(targets), err=float("nan"), pairs=[])
-    c = np.array([h["center"][::-1] for h in holes])
-    ax = np.array([[h["ellipse"]["a"], h["ellipse"]["b"]] for h in holes])
-    ang = np.radians(90.0 - np.array([h["ellipse"]["angle_deg"] for h in holes]))
-    opt = np.array([h["visible_fraction"] < 0.5 or not h["in_image"] for h in holes])
+    c, ax, ang, opt = truth_hole_regions(truth)
     inside = points_in_ellipses(c, ax, ang, det)
     sc = score_detections(inside, opt)
     errs, pairs = [], []

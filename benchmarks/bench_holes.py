@@ -26,6 +26,7 @@ from ptolemy_core.metrics import (  # noqa: E402
     points_in_ellipses,
     roc_auc,
     score_detections,
+    truth_hole_regions,  # noqa: E402
 )
 from ptolemy_core.synth.square_image import simulate_square_image  # noqa: E402
 
@@ -38,11 +39,7 @@ def evaluate(truth: dict, targets) -> tuple[DetectionScores, list[float], list[t
     det = np.array([t.center for t in targets], float).reshape(-1, 2)
     if not holes:
         return DetectionScores(0, len(det), 0), [], []
-    c = np.array([h["center"][::-1] for h in holes])
-    ax = np.array([[h["ellipse"]["a"], h["ellipse"]["b"]] for h in holes])
-    # truth angle is from +x towards +y; metrics' angle rotates axis a from the row axis to the column axis
-    ang = np.radians(90.0 - np.array([h["ellipse"]["angle_deg"] for h in holes]))
-    opt = np.array([h["visible_fraction"] < 0.5 or not h["in_image"] for h in holes])
+    c, ax, ang, opt = truth_hole_regions(truth)
     inside = points_in_ellipses(c, ax, ang, det)
     sc = score_detections(inside, opt)
     errs, pairs = [], []

@@ -15,7 +15,7 @@ import numpy as np
 from .atomic import write_atomic
 from .formats import to_json_line
 from .image import as_image
-from .metrics import points_in_ellipses, points_in_polygons, score_detections
+from .metrics import points_in_ellipses, points_in_polygons, score_detections, truth_hole_regions
 
 
 def _truth_squares(truth: dict) -> tuple[list[np.ndarray], np.ndarray, np.ndarray]:
@@ -23,20 +23,6 @@ def _truth_squares(truth: dict) -> tuple[list[np.ndarray], np.ndarray, np.ndarra
     optional = np.array([s["visible_fraction"] < 0.5 for s in truth["squares"]], bool)
     good = np.array([bool(s["good"]) for s in truth["squares"]], bool)
     return polys, optional, good
-
-
-def _truth_holes(truth: dict) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    holes = truth["holes"]
-    centers = np.array([h["center"][::-1] for h in holes], float).reshape(-1, 2)
-    axes, angles = [], []
-    for h in holes:
-        ell = h.get("ellipse") or {"a": h["radius"], "b": h["radius"], "angle_deg": 0.0}
-        axes.append((ell["a"], ell["b"]))
-        # truth measures axis a from +x (columns) towards +y; metrics from the row axis
-        angles.append(np.deg2rad(90.0 - ell["angle_deg"]))
-    optional = np.array([h["visible_fraction"] < 0.5 for h in holes], bool)
-    good = np.array([bool(h["good"]) for h in holes], bool)
-    return centers, np.array(axes, float).reshape(-1, 2), np.array(angles), optional, good
 
 
 def run_demo(
@@ -112,7 +98,7 @@ def run_demo(
             simage = as_image(sq.data, sq.pixel_size_nm, str(stem.with_suffix(".mrc")))
             holes = find_holes(simage)
             write_atomic(stem.with_name(stem.name + ".targets.json"), to_json_line(holes.targets) + "\n")
-            centers, axes, angles, hopt, _ = _truth_holes(sq.truth)
+            centers, axes, angles, hopt = truth_hole_regions(sq.truth)
             hpoints = np.array([t.center for t in holes.targets], float).reshape(-1, 2)
             hcounts = score_detections(points_in_ellipses(centers, axes, angles, hpoints), hopt)
             if render_overlay is not None:

@@ -178,3 +178,21 @@ def polygon_iou(a, b) -> float:
     inter = abs(_signed_area(inter_poly)) if len(inter_poly) >= 3 else 0.0
     union = area_a + area_b - inter
     return inter / union if union > 0 else 0.0
+
+
+def truth_hole_regions(truth: dict) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Holes of a simulator truth JSON as arguments for :func:`points_in_ellipses`.
+
+    Returns ``centers`` (row, col), ``semi_axes``, ``angles`` (converted from the truth's
+    convention — axis a measured from +x towards +y — to this module's, from the row
+    axis) and ``optional`` (less than half visible, or centre outside the image).
+    """
+    holes = truth.get("holes", [])
+    centers = np.array([h["center"][::-1] for h in holes], float).reshape(-1, 2)
+    axes, angles = [], []
+    for h in holes:
+        ell = h.get("ellipse") or {"a": h["radius"], "b": h["radius"], "angle_deg": 90.0}
+        axes.append((ell["a"], ell["b"]))
+        angles.append(np.deg2rad(90.0 - ell["angle_deg"]))
+    optional = np.array([h["visible_fraction"] < 0.5 or not h.get("in_image", True) for h in holes], bool)
+    return centers, np.array(axes, float).reshape(-1, 2), np.array(angles, float), optional

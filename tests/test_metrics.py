@@ -52,3 +52,17 @@ def test_polygon_iou():
     diamond = np.array([[0, 5], [5, 10], [10, 5], [5, 0]], float)
     assert polygon_iou(SQUARE, diamond) == pytest.approx(0.5)
     assert polygon_iou(SQUARE[::-1], diamond) == pytest.approx(0.5)
+
+
+def test_truth_hole_regions_converts_the_ellipse_angle():
+    from ptolemy_core.metrics import truth_hole_regions
+
+    # an ellipse elongated along +x (columns): a=10 at angle 0 from +x
+    truth = {"holes": [
+        {"center": [50, 20], "ellipse": {"a": 10, "b": 2, "angle_deg": 0.0}, "visible_fraction": 1.0},
+        {"center": [0, 0], "radius": 3, "visible_fraction": 0.4, "in_image": True},
+    ]}
+    c, ax, ang, opt = truth_hole_regions(truth)
+    assert c.tolist() == [[20, 50], [0, 0]] and opt.tolist() == [False, True]
+    inside = points_in_ellipses(c, ax, ang, np.array([[20, 58], [28, 50]]))
+    assert inside[0].tolist() == [True, False]  # 8 px along x is inside, 8 px along y is not
