@@ -9,31 +9,59 @@ import numpy as np
 from ..synth.physics import LAMBDA_NM
 from . import locate
 
+#: Disk-sample rings for the full-resolution noise measurement (ring k has 6k points: 330 in
+#: all), fewer when there are very many holes so the cost stays bounded at 8192².
+_HF_RINGS = 10
+_HF_MAX_SAMPLES = 2_000_000
 
-def measure_holes(work: np.ndarray, centres: np.ndarray, model: locate.CellModel, vis: np.ndarray) -> dict:
-    """Intensity statistics inside each hole (0.8 × its ellipse) and in a film ring around it.
 
-    Returns a dict of (N,) arrays: ``mean``, ``std`` (working-scale pixels),
-    ``rel_brightness`` (mean over a smooth robust fit of all hole means, which
-    removes vignetting and dose), ``std_rel`` (std over the median hole std),
-    ``dark_fraction`` (hole pixels below half the typical hole level:
-    contamination), ``ring_dark_fraction`` (the same on the film ring;
-    0 for gold-like films), ``visible_fraction``.
+def measure_holes(work: np.ndarray, centres: np.ndarray, model: locate.CellModel, vis: np.ndarray,
+                  raw: np.ndarray | None = None, scale: int = 1) -> dict:
+    """Physical measurements of each hole, from its own pixels (plus per-image normalisation).
+
+    Parameters
+    ----------
+    work : working image (``raw`` binned by ``scale``)
+    centres : (N, 2) hole centres, working px
+    model : the folded-cell model (ellipse, levels, contrast sign)
+    vis : (N,) visible fraction of each hole
+    raw : full-resolution image, optional
+        Used for the pixel-scale noise measurement (crystalline speckle and cracks are
+        finer than a working pixel); the working image stands in when None.
+    scale : int
+        Input pixels per working pixel.
+
+    Returns
+    -------
+    dict of (N,) arrays
+        ``mean``, ``std`` (0.8 × ellipse, working px); ``rel_brightness`` (mean over a
+        smooth robust fit of all hole means: removes vignetting and dose); ``std_rel`` (std
+        over the median hole std); ``noise_excess`` (pixel-to-pixel variance inside the
+        hole over the shot-noise expectation ``g·mean``, ``g`` = the image's median
+        variance-to-mean ratio over whole holes: > 1 for speckle and cracks);
+        ``dark_od`` (optical depth of the darkest tenth of the hole over its median,
+        less what noise alone gives: contamination); ``dark_fraction`` (hole pixels
+        below half the typical hole level); ``ring_dark_fraction`` (the same on the film
+        ring; 0 for gold-like films); ``visible_fraction``.
     """
     n = len(centres)
-    out = {k: np.zeros(n) for k in ("mean", "std", "rel_brightness", "std_rel", "dark_fraction",
-                                    "ring_dark_fraction")}
+    keys = ("mean", "std", "rel_brightness", "std_rel", "dark_fraction", "ring_dark_fraction",
+            "noise_excess", "dark_od", "edge_clearance")
+    out = {k: np.zeros(n) for k in keys}
     out["visible_fraction"] = np.asarray(vis, float)
     if n == 0:
         return out
+    vis = np.asarray(vis, float)
+    full = vis >= 0.99
     pts = locate.ellipse_points(centres, model.a, model.b, model.angle_deg, scale=0.8)
     vals, ok = locate.sample(work, pts)
     vals = np.where(ok, vals, np.nan)
-    mean = np.nanmean(vals, axis=1)
-    std = np.nanstd(vals, axis=1)
+    with np.errstate(invalid="ignore"):
+        mean = np.nanmean(vals, axis=1)
+        std = np.nanstd(vals, axis=1)
     mean = np.where(np.isfinite(mean), mean, 0.0)
     std = np.where(np.isfinite(std), std, 0.0)
-    typical = float(np.median(mean[vis >= 0.99])) if (vis >= 0.99).any() else float(np.median(mean))
+    typical = float(np.median(mean[full])) if full.any() else float(np.median(mean))
     dark = np.nanmean(np.where(ok, vals < 0.5 * typical, np.nan), axis=1)
     ring = locate.ellipse_points(centres, model.a, model.b, model.angle_deg, scale=1.5)
     rv, rok = locate.sample(work, ring)
@@ -45,7 +73,28 @@ def measure_holes(work: np.ndarray, centres: np.ndarray, model: locate.CellModel
     else:
         cnt = np.maximum(ring_sel.sum(axis=1), 1)
         ring_dark = ((rv < 0.5 * model.film_level) & ring_sel).sum(axis=1) / cnt
-    surface = _smooth_fit(centres, mean, vis >= 0.99)
+    surface = _smooth_fit(centres, mean, full)
+
+    # pixel-scale noise: half the mean squared difference of horizontal neighbours is the
+    # white (shot) noise variance plus any fine structure (speckle, crack lines)
+    src, f = (work, 1) if raw is None else (raw, max(1, int(scale)))
+    var4, white4, _ = _pair_variance(src, centres, model, f)
+    ratio = var4 / np.maximum(white4, 1e-12)
+    # detectors with a spread point response correlate their noise: the image's whole holes set 1
+    typical_ratio = float(np.median(ratio[full])) if full.any() else float(np.median(ratio))
+    noise_excess = ratio / max(typical_ratio, 1e-9)
+    gain = float(np.median((4.0 * white4 / np.maximum(mean, 1e-9))[full])) if full.any() else \
+        float(np.median(4.0 * white4 / np.maximum(mean, 1e-9)))
+
+    # contamination: optical depth of the darkest tenth of the hole, less the noise share
+    with np.errstate(invalid="ignore"):
+        med = np.nanmedian(vals, axis=1)
+        p10 = np.nanpercentile(vals, 10, axis=1)
+    # shot noise of one working pixel (the mean of f² pixels), relative to the hole level
+    sig_rel = np.sqrt(np.maximum(gain * np.maximum(med, 1e-9), 0.0) / f ** 2) / np.maximum(med, 1e-9)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        dark_od = np.log(np.maximum(med, 1e-9) / np.maximum(p10, 1e-3 * np.maximum(med, 1e-9)))
+    dark_od = np.clip(np.nan_to_num(dark_od - 1.28 * sig_rel), 0.0, 5.0)
     out.update(
         mean=mean,
         std=std,
@@ -53,8 +102,59 @@ def measure_holes(work: np.ndarray, centres: np.ndarray, model: locate.CellModel
         std_rel=std / max(float(np.median(std)), 1e-9),
         dark_fraction=np.nan_to_num(dark),
         ring_dark_fraction=ring_dark,
+        noise_excess=np.nan_to_num(noise_excess, nan=1.0),
+        dark_od=dark_od,
+        edge_clearance=_edge_clearance(work.shape, centres, model),
     )
     return out
+
+
+def _edge_clearance(shape, centres: np.ndarray, model: locate.CellModel) -> np.ndarray:
+    """Distance from each hole centre to the nearest image edge, in hole radii (capped at 5).
+
+    The fitted ellipse is the half-contrast core of the mean hole and soft rims extend past
+    it, so a hole whose centre is within ~1.3 radii of the edge may well be cut.
+    """
+    h, w = shape
+    d = np.minimum.reduce([centres[:, 0] + 0.5, h - 0.5 - centres[:, 0],
+                           centres[:, 1] + 0.5, w - 0.5 - centres[:, 1]])
+    return np.clip(d / max(model.a, model.b, 1e-6), 0.0, 5.0)
+
+
+def _pair_variance(src: np.ndarray, centres: np.ndarray, model: locate.CellModel, f: int):
+    """Per hole: the variance of 2×2 pixel means over the hole, and the white-noise share of it.
+
+    Taken at full resolution (``src`` = raw image, ``f`` = working scale) on 2×2 pixel blocks at
+    points spread uniformly over 0.8 × each hole's ellipse. Shot noise is white (it arises after
+    the optics), so half the mean squared difference of neighbouring pixels measures it; a 2×2
+    mean keeps a quarter of it, but nearly all of any structure 1–3 px across (speckle of
+    crystalline ice, crack lines). Returns ``(var_2x2, white / 4, mean)``.
+    """
+    rings = _HF_RINGS
+    while rings > 5 and len(centres) * 3 * rings * (rings + 1) > _HF_MAX_SAMPLES:
+        rings -= 1
+    unit = locate.disk_samples(rings)
+    th = math.radians(model.angle_deg)
+    ua = np.array([math.sin(th), math.cos(th)])
+    ub = np.array([ua[1], -ua[0]])
+    local = (unit[:, 1:2] * model.a * ua + unit[:, 0:1] * model.b * ub) * 0.8
+    pts = (centres[:, None, :] + local[None] + 0.5) * f - 0.5
+    h, w = src.shape
+    r = np.floor(pts[..., 0]).astype(np.int64)
+    c = np.floor(pts[..., 1]).astype(np.int64)
+    ok = (r >= 0) & (r < h - 1) & (c >= 0) & (c < w - 1)
+    r, c = np.clip(r, 0, max(h - 2, 0)), np.clip(c, 0, max(w - 2, 0))
+    r1, c1 = np.minimum(r + 1, h - 1), np.minimum(c + 1, w - 1)
+    a = src[r, c].astype(np.float64)
+    b = src[r, c1].astype(np.float64)
+    d = src[r1, c].astype(np.float64)
+    e = src[r1, c1].astype(np.float64)
+    cnt = np.maximum(ok.sum(axis=1), 1)
+    white = np.where(ok, (a - b) ** 2 + (d - e) ** 2, 0.0).sum(axis=1) / (4.0 * cnt)
+    m4 = 0.25 * (a + b + d + e)
+    mean = np.where(ok, m4, 0.0).sum(axis=1) / cnt
+    var4 = np.where(ok, (m4 - mean[:, None]) ** 2, 0.0).sum(axis=1) / np.maximum(cnt - 1, 1)
+    return var4, white / 4.0, mean
 
 
 def _smooth_fit(centres: np.ndarray, values: np.ndarray, use: np.ndarray) -> np.ndarray:
@@ -82,7 +182,9 @@ def choose_i0(i0: float | None, feats: dict, model: locate.CellModel) -> tuple[f
     """The vacuum intensity: the caller's, else the mean of empty-looking holes, else None.
 
     Empty holes (vacuum) are the brightest uniform holes: at least 8 % brighter
-    than the smooth hole-brightness surface and no noisier than usual.
+    than the smooth hole-brightness surface and no noisier than usual; I0 is the
+    median of those within 5 % of their 90th percentile (thin-ice holes pass the
+    8 % test too and would pull I0 down).
     """
     if i0 is not None:
         return float(i0), None
@@ -94,7 +196,11 @@ def choose_i0(i0: float | None, feats: dict, model: locate.CellModel) -> tuple[f
         cand = (rel > 1.15) & (vis >= 0.99)
     if cand.sum() == 0:
         return None, "ice thickness unknown: no I0 given and no empty hole in the image"
-    value = float(np.median(feats["mean"][cand]))
+    # vacuum is the brightest level: thin-ice holes also pass the 8 % test, so keep the
+    # candidates within 5 % of the upper decile (vignetting spreads the empty holes too)
+    m = feats["mean"][cand]
+    top = float(np.percentile(m, 90))
+    value = float(np.median(m[m >= 0.95 * top]))
     return value, f"I0 = {value:.4g} estimated from {int(cand.sum())} empty-looking hole(s)"
 
 
