@@ -175,7 +175,7 @@ def _assemble(img, work, s, smooth, cf, centres, idx, ncc, model, bar_mask, basi
     keep &= _centre_in_full(centres, s, (h, w))
     centres, idx, vis, cut, ncc_k = centres[keep], idx[keep], vis[keep], cut[keep], ncc[keep]
 
-    feats = measure.measure_holes(work, centres, model, vis)
+    feats = measure.measure_holes(work, centres, model, vis, raw=img.data, scale=s)
     i0_used, i0_note = measure.choose_i0(i0, feats, model)
     if i0_note:
         notes.append(i0_note)
@@ -216,6 +216,9 @@ def _assemble(img, work, s, smooth, cf, centres, idx, ncc, model, bar_mask, basi
                 "std_rel": float(feats["std_rel"][k]),
                 "dark_fraction": float(feats["dark_fraction"][k]),
                 "ring_dark_fraction": float(feats["ring_dark_fraction"][k]),
+                "noise_excess": float(feats["noise_excess"][k]),
+                "dark_od": float(feats["dark_od"][k]),
+                "edge_clearance": float(feats["edge_clearance"][k]),
                 "match": float(ncc_k[k]),
             },
         ))
