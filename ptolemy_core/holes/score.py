@@ -1,13 +1,27 @@
-"""Provisional interpretable hole score (logistic model on measurements).
+"""Provisional interpretable hole score (logistic model on physical measurements).
 
-Features (all dose-free): log relative brightness and its square (too bright =
-empty, too dark = thick), log relative std (speckle, cracks), dark fraction
-inside the hole and on the film ring (contamination), hidden fraction, and —
-when I0 is known — ice thickness in units of 100 nm and its square.
-Coefficients are fitted on simulated sessions by
+Every feature is a physical quantity of the hole itself (with per-image normalisation
+documented in :func:`ptolemy_core.holes.measure.measure_holes`):
+
+- ``t100``, ``t100_sq`` — ice thickness ``λ·ln(I0/I)`` in units of 100 nm and its square,
+  when I0 is known (given by the caller or estimated from empty holes); a parabola that
+  peaks inside the useful 20–100 nm window, so vacuum (t ≈ 0) and thick ice score low.
+- ``rel_thickness``, ``rel_thickness_sq`` — when I0 is unknown: thickness relative to the
+  image's typical hole, ``-λ·ln(I/I_typical)`` / 100 nm (``I_typical`` = smooth robust fit of
+  the hole means, which also removes vignetting), and its square; 0 when I0 is known.
+- ``has_t`` — 1 when the absolute thickness is known.
+- ``noise_excess`` — ``max(0, ln(var / shot-noise expectation))`` of 2×2-pixel means inside
+  the hole (crystalline speckle, cracks, contamination).
+- ``dark_od`` — optical depth of the darkest tenth of the hole over its median, less the
+  share of noise (contamination).
+- ``ring_dark_fraction`` — dark blobs on the film ring around the hole (carbon films).
+- ``hidden`` — 1 − visible fraction; ``near_edge`` — ``max(0, 1.5 − clearance)`` with the
+  clearance to the image edge in hole radii (a hole must be wholly imaged to be targeted).
+
+Coefficients are fitted on simulated training sessions by
 ``python -m ptolemy_core.train.holes_interpretable`` and stored in
-``weights/hole_interpretable.json``; built-in defaults are used when the file
-is missing.
+``weights/hole_interpretable.json``; built-in defaults are used when the file is missing.
+Each hole's score depends only on its own measurements and the per-image normalisation.
 """
 
 from __future__ import annotations
@@ -18,33 +32,43 @@ from pathlib import Path
 
 import numpy as np
 
-FEATURES = ("log_rel", "log_rel_sq", "log_std_rel", "dark_fraction", "ring_dark_fraction", "hidden",
-            "t100", "t100_sq", "has_t")
+from ..synth.physics import LAMBDA_NM
+
+FEATURES = ("rel_thickness", "rel_thickness_sq", "noise_excess", "dark_od", "ring_dark_fraction",
+            "hidden", "near_edge", "t100", "t100_sq", "has_t")
 
 WEIGHTS_PATH = Path(__file__).resolve().parents[2] / "weights" / "hole_interpretable.json"
 
+#: Used when weights/hole_interpretable.json is missing or stale (rounded fit of the shipped one).
 _DEFAULT = {
     "features": list(FEATURES),
-    "coef": [0.0, -60.0, -2.0, -20.0, -5.0, -6.0, 4.0, -3.0, 0.0],
-    "intercept": 1.0,
+    "coef": [0.19, -7.9, -3.83, -1.94, -4.33, -3.86, -3.32, 18.5, -13.5, -4.69],
+    "intercept": 0.95,
 }
 
 
 def feature_matrix(feats: dict, thickness) -> np.ndarray:
-    """(N, len(FEATURES)) design matrix."""
+    """(N, len(FEATURES)) design matrix from :func:`~ptolemy_core.holes.measure.measure_holes`
+    output (or the same keys taken from ``Target.features``) and the thicknesses (None = unknown)."""
+    n = len(feats["rel_brightness"])
+    if n == 0:
+        return np.zeros((0, len(FEATURES)))
     rel = np.log(np.maximum(np.asarray(feats["rel_brightness"], float), 1e-6))
-    std = np.log(np.maximum(np.asarray(feats["std_rel"], float), 1e-6))
-    t = np.array([np.nan if v is None else v for v in thickness], float) if len(thickness) else np.zeros(0)
+    t = np.array([np.nan if v is None else v for v in thickness], float)
     has_t = np.isfinite(t)
     t100 = np.where(has_t, t / 100.0, 0.0)
+    rel_t = np.where(has_t, 0.0, -LAMBDA_NM["ice"] * rel / 100.0)
+    noise = np.log(np.maximum(np.asarray(feats["noise_excess"], float), 1e-6))
+    clearance = np.asarray(feats["edge_clearance"], float)
     return np.column_stack([
-        rel, rel ** 2, std,
-        np.asarray(feats["dark_fraction"], float), np.asarray(feats["ring_dark_fraction"], float),
+        rel_t, rel_t ** 2,
+        np.clip(noise, 0.0, None),
+        np.asarray(feats["dark_od"], float),
+        np.asarray(feats["ring_dark_fraction"], float),
         1.0 - np.asarray(feats["visible_fraction"], float),
+        np.clip(1.5 - clearance, 0.0, None),
         t100, t100 ** 2, has_t.astype(float),
-    ]) if len(rel) else np.zeros((0, len(FEATURES)))
-
-
+    ])
 @lru_cache(maxsize=1)
 def load_weights() -> dict:
     """The fitted coefficients (or the built-in defaults)."""
