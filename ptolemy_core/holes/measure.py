@@ -87,9 +87,9 @@ def measure_holes(work: np.ndarray, centres: np.ndarray, model: locate.CellModel
         float(np.median(4.0 * white4 / np.maximum(mean, 1e-9)))
 
     # contamination: optical depth of the darkest tenth of the hole, less the noise share
-    with np.errstate(invalid="ignore"):
-        med = np.nanmedian(vals, axis=1)
-        p10 = np.nanpercentile(vals, 10, axis=1)
+    srt = np.sort(vals, axis=1)  # NaN (outside the image) sort last
+    n_ok = ok.sum(axis=1)
+    med, p10 = _row_quantile(srt, n_ok, 0.5), _row_quantile(srt, n_ok, 0.1)
     # shot noise of one working pixel (the mean of f² pixels), relative to the hole level
     sig_rel = np.sqrt(np.maximum(gain * np.maximum(med, 1e-9), 0.0) / f ** 2) / np.maximum(med, 1e-9)
     with np.errstate(divide="ignore", invalid="ignore"):
@@ -121,6 +121,16 @@ def _edge_clearance(shape, centres: np.ndarray, model: locate.CellModel) -> np.n
     return np.clip(d / max(model.a, model.b, 1e-6), 0.0, 5.0)
 
 
+def _row_quantile(srt: np.ndarray, n_ok: np.ndarray, q: float) -> np.ndarray:
+    """Quantile ``q`` of each row of ``srt`` (sorted, the first ``n_ok`` values valid; linear)."""
+    pos = q * np.maximum(n_ok - 1, 0)
+    lo = np.floor(pos).astype(np.int64)
+    hi = np.minimum(lo + 1, np.maximum(n_ok - 1, 0))
+    rows = np.arange(len(srt))
+    v = srt[rows, lo] + (pos - lo) * (srt[rows, hi] - srt[rows, lo])
+    return np.where(n_ok > 0, v, np.nan)
+
+
 def _pair_variance(src: np.ndarray, centres: np.ndarray, model: locate.CellModel, f: int):
     """Per hole: the variance of 2×2 pixel means over the hole, and the white-noise share of it.
 
@@ -144,16 +154,21 @@ def _pair_variance(src: np.ndarray, centres: np.ndarray, model: locate.CellModel
     c = np.floor(pts[..., 1]).astype(np.int64)
     ok = (r >= 0) & (r < h - 1) & (c >= 0) & (c < w - 1)
     r, c = np.clip(r, 0, max(h - 2, 0)), np.clip(c, 0, max(w - 2, 0))
-    r1, c1 = np.minimum(r + 1, h - 1), np.minimum(c + 1, w - 1)
-    a = src[r, c].astype(np.float64)
-    b = src[r, c1].astype(np.float64)
-    d = src[r1, c].astype(np.float64)
-    e = src[r1, c1].astype(np.float64)
+    flat = src.reshape(-1)
+    idx = r * w + c
+    step_r = w if h > 1 else 0
+    step_c = 1 if w > 1 else 0
+    a = flat.take(idx).astype(np.float32)
+    b = flat.take(idx + step_c).astype(np.float32)
+    d = flat.take(idx + step_r).astype(np.float32)
+    e = flat.take(idx + step_r + step_c).astype(np.float32)
     cnt = np.maximum(ok.sum(axis=1), 1)
-    white = np.where(ok, (a - b) ** 2 + (d - e) ** 2, 0.0).sum(axis=1) / (4.0 * cnt)
+    okf = ok.astype(np.float32)
+    white = (((a - b) ** 2 + (d - e) ** 2) * okf).sum(axis=1, dtype=np.float64) / (4.0 * cnt)
     m4 = 0.25 * (a + b + d + e)
-    mean = np.where(ok, m4, 0.0).sum(axis=1) / cnt
-    var4 = np.where(ok, (m4 - mean[:, None]) ** 2, 0.0).sum(axis=1) / np.maximum(cnt - 1, 1)
+    mean = (m4 * okf).sum(axis=1, dtype=np.float64) / cnt
+    var4 = (((m4 - mean[:, None].astype(np.float32)) ** 2) * okf).sum(axis=1, dtype=np.float64) \
+        / np.maximum(cnt - 1, 1)
     return var4, white / 4.0, mean
 
 
