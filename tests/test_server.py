@@ -517,3 +517,120 @@ def test_server_only_endpoints(srv, tmp_path):
     assert srv.post("/visit_square", {"square_id": 77}).status_code == 404
     rows = parse_csv(srv.post("/select_next_square", {"value": -1}).json())[1]
     assert [int(r[0]) for r in rows] == [0, 2]
+
+
+# ------------------------------------------------ fast image decoding (decode.py)
+def _plain(body: bytes) -> np.ndarray:
+    return np.asarray(json.loads(body)["image"], dtype=np.float32)
+
+
+def test_fast_decode_is_bit_identical_to_json():
+    from ptolemy_core.server.decode import split_image_body
+
+    rng = np.random.default_rng(3)
+    for k in range(40):
+        shape = (int(rng.integers(1, 30)), int(rng.integers(1, 30)))
+        hi = [10, 70000, 2**31, 10**17][k % 4]  # counts ... beyond float32's exact integers
+        img = rng.integers(-hi, hi, shape)
+        seps = [(", ", ": "), (",", ":")][k % 2]
+        body = json.dumps({"grid_id": 3, "image": img.tolist(), "tile_id": -1}, separators=seps).encode()
+        fast = split_image_body(body)
+        assert fast is not None, body[:80]
+        data, image = fast
+        ref = _plain(body)
+        assert image.dtype == np.float32 and image.shape == ref.shape
+        assert np.array_equal(image.view(np.uint32), ref.view(np.uint32))
+        assert {k: v for k, v in data.items() if k != "image"} == {"grid_id": 3, "tile_id": -1}
+    # Decimal fractions, other whitespace, NaN: left to json (None), never a different answer.
+    for body in (b'{"image": [[1.5, 2]]}', b'{"image": [[1,\n2]]}', b'{"image": [[NaN, 2]]}',
+                 b'{"image": [ [1, 2]]}', b'{"image": [[1, 2]], "image": [[3, 4]]}'):
+        assert split_image_body(body) is None, body
+    # "image" text inside a string does not fool it.
+    data, image = split_image_body(b'{"note": "\\"image\\": [[7]]", "image": [[5, 6]]}')
+    assert image.tolist() == [[5.0, 6.0]] and data["note"] == '"image": [[7]]'
+
+
+MALFORMED_INT_BODIES = [
+    b'{"image": [[1, 2], [3]], "grid_id": 1, "tile_id": 1}',
+    b'{"image": [[01, 2], [3, 4]], "grid_id": 1, "tile_id": 1}',
+    b'{"image": [[1, 2], [], [3, 4]], "grid_id": 1, "tile_id": 1}',
+    b'{"image": [[1, , 2]], "grid_id": 1, "tile_id": 1}',
+    b'{"image": [[1, 2,]], "grid_id": 1, "tile_id": 1}',
+    b'{"image": [[1-2, 2]], "grid_id": 1, "tile_id": 1}',
+    b'{"image": [[--1, 2]], "grid_id": 1, "tile_id": 1}',
+    b'{"image": [[[1], 2]], "grid_id": 1, "tile_id": 1}',
+    b'{"image": [[1 2]], "grid_id": 1, "tile_id": 1}',
+    b'{"image": [[1, 2]], "grid_id": 1, "tile_id": 1',
+    b'{"image": [[1, 2]], "grid_id": "x", "tile_id": 1}',
+    b'{"image": [[1, 2]], "tile_id": 1}',
+    b'{"image": [[1, 2]], "grid_id": 1, "tile_id": 1}',
+    b'{"image": [[5, 6]], "image": [[1] * 3], "grid_id": 1, "tile_id": 1}',
+    b'[{"image": [[1, 2]]}]',
+]
+
+
+def test_malformed_integer_bodies_get_the_plain_paths_errors(srv, mocker):
+    from ptolemy_core.server import app as app_mod
+
+    fast = []
+    for body in MALFORMED_INT_BODIES:
+        r = srv.post("/push_lm", raw=body)
+        fast.append((r.status_code, r.json()["detail"]))
+    mocker.patch.object(app_mod, "split_image_body", return_value=None)  # json only
+    for body, (status, detail) in zip(MALFORMED_INT_BODIES, fast, strict=True):
+        r = srv.post("/push_lm", raw=body)
+        assert (r.status_code, r.json()["detail"]) == (status, detail), body
+        assert 400 <= status < 500 and "\n" not in detail
+    assert srv.get("/").status_code == 200
+    assert "too small" in fast[-3][1] and "not JSON" in fast[1][1] and "equal length" in fast[0][1]
+
+
+def test_integer_push_decoded_exactly_over_http(srv):
+    img = np.full((64, 64), 700, np.int64)
+    img[20, 30], img[40, 12], img[50, 50] = 1234, 98765, 16777217  # 2^24 + 1 rounds in float32
+    r = srv.post("/push_lm", {"image": img.tolist(), "grid_id": 1, "tile_id": 1})
+    assert r.status_code == 200, r.text
+    _, rows = parse_csv(srv.get("/current_lm_state").json())
+    # The fake finder reports the pixel at each square's centre as its brightness.
+    assert [float(r[-2]) for r in rows] == [1234.0, 98765.0, float(np.float32(16777217))]
+
+
+# ---------------------------------------------------- hole centre coordinate frame
+@pytest.mark.parametrize("shape", [(64, 80), (1000, 1440), (600, 1441), (23, 2903), (3000, 1800)])
+def test_hole_centres_in_leginons_shrunk_frame_round_trip(srv, mocker, shape):
+    convert = pytest.importorskip("ptolemy_leginon.convert")
+    rows, cols = shape
+    spots = [(rows * 0.31, cols * 0.77), (rows - 2.0, 1.0), (1.0, cols - 2.0)]
+
+    def finder(image, i0=None):
+        assert image.shape == shape
+        ts = [Target("hole", (r, c), ((r, c),) * 4, 50.0, score=0.9 - 0.1 * k, brightness=300.0,
+                     features={"radius": 8.0, "mean": 300.0, "std": 1.0}) for k, (r, c) in enumerate(spots)]
+        return SimpleNamespace(targets=ts, i0=1000.0, notes=())
+
+    mocker.patch.object(state_mod, "run_find_holes", side_effect=finder)
+    body = b'{"grid_id": 1, "square_id": 0, "mm_img_id": 7, "image": [' + b", ".join(
+        [b"[" + b", ".join([b"100"] * cols) + b"]"] * rows) + b"]}"
+    r = srv.post("/push_and_evaluate_mm", raw=body)
+    assert r.status_code == 200, r.text
+    header, out = parse_csv(r.json())
+    col = {h: k for k, h in enumerate(header)}
+    b = convert.shrink_factor(shape)
+    assert state_mod.leginon_shrink(shape) == (b, tuple(convert.shrink_offset(shape)))
+    for row, (rr, cc) in zip(out, spots, strict=True):  # CSV is best first = spot order here
+        x, y = float(row[col["center_x"]]), float(row[col["center_y"]])
+        assert 0 <= x <= cols / b and 0 <= y <= rows / b
+        back = convert.shrunk_to_full((y, x), shape)  # what Leginon does with them
+        assert abs(back[0] - rr) <= b / 2 + 1e-9 and abs(back[1] - cc) <= b / 2 + 1e-9
+        assert float(row[col["radius"]]) == pytest.approx(8.0 / b)
+        if max(shape) <= 1440:  # the reference's frame: the pushed array's pixels
+            assert (x, y) == (round(cc), round(rr))
+
+
+def test_leginon_shrink_matches_ptolemy_leginon():
+    convert = pytest.importorskip("ptolemy_leginon.convert")
+    rng = np.random.default_rng(0)
+    for shape in [(1440, 1440), (1441, 10), (2881, 2881), (4097, 4102), (11600, 20)] + [
+            tuple(int(v) for v in rng.integers(16, 12000, 2)) for _ in range(50)]:
+        assert state_mod.leginon_shrink(shape) == (convert.shrink_factor(shape),
+                                                   tuple(convert.shrink_offset(shape))), shape

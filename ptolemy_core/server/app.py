@@ -20,6 +20,7 @@ import numpy as np
 
 from ..errors import PtolemyInputError, PtolemyUnavailableError
 from . import state as _state
+from .decode import split_image_body
 from .state import ApiError, ServerState
 
 WORKER_PATH = "/ptolemy/v1/find"
@@ -57,6 +58,17 @@ def parse_object(body: bytes) -> dict:
     return data
 
 
+def parse_image_object(body: bytes) -> dict:
+    """:func:`parse_object` for bodies with an ``image``: integer images decoded by numpy.
+
+    :func:`ptolemy_core.server.decode.split_image_body` returns the same
+    values ``json`` would give (the image already as float32) or None, and
+    then the plain path decides -- so malformed bodies get the same errors.
+    """
+    fast = split_image_body(body)
+    return fast[0] if fast is not None else parse_object(body)
+
+
 def get_int(data: dict, key: str, default: Any = ...) -> int:
     if key not in data or data[key] is None:
         if default is ...:
@@ -92,12 +104,16 @@ def get_image(data: dict) -> np.ndarray:
     if "image" not in data:
         raise ApiError(400, "missing field 'image'")
     value = data["image"]
-    if not isinstance(value, list) or not value or not isinstance(value[0], list):
+    if isinstance(value, np.ndarray):  # fast path: 2-D float32, finite (decode.py)
+        image = value
+    elif not isinstance(value, list) or not value or not isinstance(value[0], list):
         raise ApiError(400, "field 'image' must be a 2-D list of numbers (one list per row)")
-    try:
-        image = np.asarray(value, dtype=np.float32)
-    except (ValueError, TypeError):
-        raise ApiError(400, "field 'image' must be a 2-D list of numbers with rows of equal length") from None
+    else:
+        try:
+            image = np.asarray(value, dtype=np.float32)
+        except (ValueError, TypeError):
+            raise ApiError(400, "field 'image' must be a 2-D list of numbers with rows of equal length") \
+                from None
     if image.ndim != 2:
         raise ApiError(400, f"field 'image' must be 2-D, got {image.ndim}-D")
     if min(image.shape) < MIN_SIDE:
@@ -255,7 +271,7 @@ def create_app(state_dir: str | Path, *, max_body_mb: float = 512.0, state: Serv
 
     def _push_lm(body: bytes) -> None:
         t = [time.perf_counter()]
-        data = parse_object(body)
+        data = parse_image_object(body)
         grid_id, tile_id = get_int(data, "grid_id"), get_int(data, "tile_id")
         image = get_image(data)
         t.append(time.perf_counter())
@@ -292,14 +308,15 @@ def create_app(state_dir: str | Path, *, max_body_mb: float = 512.0, state: Serv
 
     def _push_mm(body: bytes, evaluate: bool):
         t = [time.perf_counter()]
-        data = parse_object(body)
+        data = parse_image_object(body)
         grid_id, square_id = get_int(data, "grid_id"), get_int(data, "square_id")
         mm_img_id = get_int(data, "mm_img_id")
         image = get_image(data)
         t.append(time.perf_counter())
         result = _state.run_find_holes(image, st.hole_i0(image))
         t.append(time.perf_counter())
-        out = st.add_holes(st.hole_rows_from_result(result, grid_id, square_id, mm_img_id),
+        # Centres in the frame Leginon reads them (its shrunk copy, = array pixels up to 1440 px).
+        out = st.add_holes(st.hole_rows_from_result(result, grid_id, square_id, mm_img_id, image.shape),
                            evaluate=evaluate)
         t.append(time.perf_counter())
         _stages("push_and_evaluate_mm" if evaluate else "push_mm", t)
@@ -387,7 +404,7 @@ def create_app(state_dir: str | Path, *, max_body_mb: float = 512.0, state: Serv
     def _stateless(body: bytes, kind: str):
         from ..formats import target_to_dict
 
-        data = parse_object(body)
+        data = parse_image_object(body)
         image = get_image(data)
         if kind == "lm":
             result = _state.run_find_squares(image)

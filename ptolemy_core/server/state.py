@@ -56,6 +56,41 @@ def run_find_holes(image: np.ndarray, i0: float | None):
     return find_holes(image, i0=i0)
 
 
+#: Leginon bins medium-mag images until the longest side is at most this before
+#: its hole finders run, and reads hole centres in that binned ("shrunk") frame.
+LEGINON_SHRINK_LIMIT = 1440
+
+
+def leginon_shrink(shape) -> tuple[int, tuple[int, int]]:
+    """Binning and crop offsets of Leginon's shrunk copy of a medium-mag image.
+
+    Leginon (``pyami.imagefun.shrink_factor`` / ``shrink_offset``) bins by the
+    smallest of 1, 2, 4, 8 that brings the longest side to <= 1440 px, after
+    cropping ``(side mod b) // 2`` pixels, and maps a point back with
+    ``row = row_shrunk * b + offset_row``. ``PtolemyMmTargetFinder`` reads the
+    server's hole centres in this frame (``ptolemy-server-api.md`` §5), so the
+    server returns them there; for images <= 1440 px it is the pushed array's
+    own pixel frame, as the reference server returns. (Same formula as
+    ``ptolemy_leginon.convert``; ``ptolemy_core`` does not import Leginon code,
+    and a test checks that the two agree.)
+
+    Parameters
+    ----------
+    shape : (rows, cols)
+
+    Returns
+    -------
+    b : int
+    offset : (int, int)
+        Rows and columns cropped at the top/left before binning.
+    """
+    rows, cols = int(shape[0]), int(shape[1])
+    b = next((f for f in (1, 2, 4, 8) if max(rows, cols) // f <= LEGINON_SHRINK_LIMIT), 8)
+    if b == 1:
+        return 1, (0, 0)
+    return b, ((rows - b * (rows // b)) // 2, (cols - b * (cols // b)) // 2)
+
+
 def _feature(features: dict, key: str) -> float:
     value = features.get(key)
     try:
@@ -339,7 +374,15 @@ class ServerState:
             value = self.noice
         return plausible_i0(value, image)
 
-    def hole_rows_from_result(self, result, grid_id: int, square_id: int, mm_img_id: int) -> list[HoleRow]:
+    def hole_rows_from_result(self, result, grid_id: int, square_id: int, mm_img_id: int,
+                              shape=None) -> list[HoleRow]:
+        """Rows (ids unassigned) for the holes found on one medium-mag image.
+
+        ``shape`` = the pushed image's (rows, cols): centres and radius are then
+        given in Leginon's shrunk frame (:func:`leginon_shrink`), else in the
+        finder's (full-resolution) pixels.
+        """
+        b, (off_r, off_c) = leginon_shrink(shape) if shape is not None else (1, (0, 0))
         i0 = float(result.i0) if getattr(result, "i0", None) is not None else math.nan
         means = []
         for t in result.targets:
@@ -352,8 +395,9 @@ class ServerState:
             f = t.features
             rows.append(HoleRow(
                 hole_id=-1, mm_img_id=mm_img_id, square_id=square_id, grid_id=grid_id,
-                center_x=int(round(t.center[1])), center_y=int(round(t.center[0])),
-                radius=_feature(f, "radius"), prior_score=float(np.clip(t.score, 0.0, 1.0)),
+                center_x=int(round((t.center[1] - off_c) / b)),
+                center_y=int(round((t.center[0] - off_r) / b)),
+                radius=_feature(f, "radius") / b, prior_score=float(np.clip(t.score, 0.0, 1.0)),
                 features=np.asarray([mean, i0, _feature(f, "ice_thickness_nm"), _feature(f, "std")],
                                     dtype=np.float64)))
         return rows
@@ -474,4 +518,4 @@ def _json_row(a: np.ndarray) -> list:
     return [float(v) if math.isfinite(float(v)) else None for v in a]
 
 
-__all__ = ["ApiError", "PtolemyInputError", "ServerState", "plausible_i0"]
+__all__ = ["ApiError", "PtolemyInputError", "ServerState", "leginon_shrink", "plausible_i0"]
