@@ -181,11 +181,12 @@ def find_squares(image: Image | np.ndarray, *, pixel_size_nm: float | None = Non
     du = kb.u1 - kb.u0
     dv = kb.v1 - kb.v0
     area = du * dv * scale * scale
+    visible, edge, expected = _visible_fractions(kb, edge, pitch / scale if pitch else None, scale,
+                                                 data.shape, area)
     full = ~edge
-    ref_area = float(np.median(area[full])) if full.any() else float(np.median(area))
-    visible = np.where(edge, np.minimum(area / max(ref_area, 1e-9), 1.0), 1.0)
     count, mean, std, bar_k = m.count[idx], m.mean[idx], m.std[idx], m.bar[idx]
-    sub = measure.Measurements(count, mean, std, bar_k, m.peak[idx], edge, m.dip[idx])
+    sub = measure.Measurements(count, mean, std, bar_k, m.peak[idx], edge, m.dip[idx],
+                               core=m.core[idx], core_std=m.core_std[idx])
     i0, thick, rel, _ = measure.ice_estimates(sub, full)
     if i0 is None:
         notes.append("no vacuum (broken/empty square) found: I0 unknown, relative thickness only")
@@ -217,12 +218,103 @@ def find_squares(image: Image | np.ndarray, *, pixel_size_nm: float | None = Non
                 "peak": float(sub.peak[k]),
                 "dip": float(sub.dip[k]),
                 "box_from_lattice": bool(from_lattice[k]),
+                "core": float(m.core[idx[k]]),
+                "core_std": float(m.core_std[idx[k]]),
+                "expected_vertices": None if expected is None or not edge[k] else
+                tuple((float(r), float(cc)) for r, cc in expected[k]),
             },
         ))
     scores, used = _score(img, targets, score.features_from_targets(targets), scorer, i0)
     targets = [t.with_score(s) for t, s in zip(targets, scores, strict=True)]
     return SquareResult(rank(targets), grid_angle_deg=float(theta), pitch_px=pitch, i0=i0, notes=notes,
                         working_scale=scale, scorer=used)
+
+
+def _clip_area(poly: np.ndarray, shape: tuple[int, int]) -> float:
+    """Area of a convex (K, 2) (row, col) polygon inside the image's pixel area.
+
+    Sutherland–Hodgman against the four image borders (pixel centres at integers, so the
+    image covers ``[-0.5, n - 0.5]`` on each axis), then the shoelace formula.
+    """
+    pts = [tuple(p) for p in poly]
+    for axis, limit, sign in ((0, -0.5, 1), (0, shape[0] - 0.5, -1), (1, -0.5, 1), (1, shape[1] - 0.5, -1)):
+        src, pts = pts, []
+        for i, cur in enumerate(src):
+            prev = src[i - 1]
+            cin, pin = sign * (cur[axis] - limit) >= 0, sign * (prev[axis] - limit) >= 0
+            if cin != pin:
+                t = (limit - prev[axis]) / (cur[axis] - prev[axis])
+                pts.append((prev[0] + t * (cur[0] - prev[0]), prev[1] + t * (cur[1] - prev[1])))
+            if cin:
+                pts.append(cur)
+        if not pts:
+            return 0.0
+    if len(pts) < 3:
+        return 0.0
+    y, x = np.array(pts).T
+    return 0.5 * abs(float(np.dot(x, np.roll(y, -1)) - np.dot(y, np.roll(x, -1))))
+
+
+#: A square is cut by the edge when less than this fraction of its expected window lies
+#: inside the image (box sizes scatter by a few per cent around the typical window).
+CUT_TOLERANCE = 0.97
+
+
+def _visible_fractions(kb, edge: np.ndarray, pitch_work: float | None, scale: int,
+                       shape: tuple[int, int], area: np.ndarray):
+    """``(visible_fraction, touches_edge, expected_corners | None)`` per box.
+
+    A square cut by the atlas edge shows only part of its window; its segment's box is the
+    visible part. The full window it belongs to is the typical window (median size of the
+    uncut squares of typical size) centred on the lattice node that best contains the
+    visible box (candidates: the nodes around the box centre; the right one holds the
+    whole visible box, its neighbours at most the part not separated by a bar). The
+    visible fraction is the area of that window inside the image over its full area, as
+    the truth defines it. Squares whose segment does not touch the edge but whose window
+    leaves the image (by more than 3 %) are flagged too. Without a lattice (no pitch, or
+    fewer than 3 typical uncut squares) the fraction falls back to box area / median box
+    area of the uncut squares.
+    """
+    n = len(area)
+    full = ~edge
+    ref_area = float(np.median(area[full])) if full.any() else float(np.median(area)) if n else 1.0
+    fallback = np.where(edge, np.minimum(area / max(ref_area, 1e-9), 1.0), 1.0)
+    if pitch_work is None or full.sum() < 3:
+        return fallback, edge, None
+    du, dv = kb.u1 - kb.u0, kb.v1 - kb.v0
+    side = np.maximum(du, dv)
+    typical = float(np.median(side[full]))
+    normal = full & (side >= 0.75 * typical) & (side <= 1.25 * typical)
+    if normal.sum() < 3:
+        return fallback, edge, None
+    hu, hv = 0.5 * float(np.median(du[normal])), 0.5 * float(np.median(dv[normal]))
+    cu, cv = kb.center_uv
+    pu, pv = geometry.lattice_phase(cu[normal], cv[normal], pitch_work)
+    iu = np.round((cu - pu) / pitch_work)
+    iv = np.round((cv - pv) / pitch_work)
+    best = np.full(n, -1.0)
+    nu, nv = pu + pitch_work * iu, pv + pitch_work * iv
+    for su in (-1, 0, 1):
+        for sv in (-1, 0, 1):
+            cu_, cv_ = pu + pitch_work * (iu + su), pv + pitch_work * (iv + sv)
+            ou = np.clip(np.minimum(kb.u1, cu_ + hu) - np.maximum(kb.u0, cu_ - hu), 0, None)
+            ov = np.clip(np.minimum(kb.v1, cv_ + hv) - np.maximum(kb.v0, cv_ - hv), 0, None)
+            frac = ou * ov / np.maximum(du * dv, 1e-9)
+            # The centre node wins ties (an uncut square is contained by its own window).
+            frac = frac + (1e-6 if su == 0 and sv == 0 else 0.0)
+            take = frac > best
+            best = np.where(take, frac, best)
+            nu, nv = np.where(take, cu_, nu), np.where(take, cv_, nv)
+    exp_boxes = geometry.Boxes(kb.ids, nu - hu, nu + hu, nv - hv, nv + hv, kb.theta)
+    expected = exp_boxes.corners() * scale + (scale - 1) / 2.0
+    full_area = 4.0 * hu * hv * scale * scale
+    inside = np.array([_clip_area(c, shape) for c in expected]) / max(full_area, 1e-9)
+    inside = np.clip(inside, 0.0, 1.0)
+    cut = edge | (inside < CUT_TOLERANCE)
+    # A segment touching the edge although its expected window is inside: the box itself
+    # (its window may be larger than typical) says how much is visible.
+    visible = np.where(cut, np.where(inside < CUT_TOLERANCE, inside, 1.0), 1.0)
+    return visible, cut, expected
 
 
 #: A segment is noise, not a square, when its level above the local bars is below this

@@ -8,7 +8,9 @@ image inside any segment — when that is clearly brighter than the typical squa
 ``VACUUM_RATIO`` × the median square level above the bars, i.e. ≥ 40 nm of ice thinner:
 broken or empty squares). Otherwise ``I0`` is unknown, ``ice_thickness_nm`` is None and
 only ``relative_thickness`` is given: ``λ · ln(Ĩ_med / Ĩ)`` in nm, thickness relative to
-the atlas's median square (``Ĩ`` = brightness above the bar level; negative = thinner).
+the atlas's median square (``Ĩ`` = level of the window's centre above the bar level, i.e.
+the segment eroded by ~18 % of the window side, away from the thicker ice of the meniscus;
+negative = thinner).
 With a holey film the estimate includes the film's attenuation (apparent thickness).
 """
 
@@ -37,6 +39,8 @@ class Measurements:
     touches_edge: np.ndarray
     dip: np.ndarray | None = None  # min of the smoothed image in the segment's core
     noise: np.ndarray | None = None  # rms pixel noise (image minus its smoothed copy)
+    core: np.ndarray | None = None  # mean raw intensity of the window's centre (no meniscus)
+    core_std: np.ndarray | None = None  # intensity spread there
 
 
 def measure(work: np.ndarray, smooth: np.ndarray, labels: np.ndarray, bar: np.ndarray) -> Measurements:
@@ -64,10 +68,27 @@ def measure(work: np.ndarray, smooth: np.ndarray, labels: np.ndarray, bar: np.nd
     src = np.where(np.concatenate([[False], has_core])[labels], core, labels)
     peak = np.asarray(ndi.maximum(smooth, src, index), float) if n else np.zeros(0)
     dip = np.asarray(ndi.minimum(smooth, src, index), float) if n else np.zeros(0)
+    # Centre of each window: the segment eroded by ~18 % of the typical window side. The
+    # ice is thicker next to the bars (meniscus), so the mean of the whole window reads
+    # thicker than the ice where one would collect; the centre is also what a vacuum
+    # patch or crack changes most in relative terms. Thin segments keep their 2-px core.
+    side = float(np.sqrt(np.median(count[count > 0]))) if n else 0.0
+    deep = core
+    for _ in range(max(0, int(round(0.18 * side)) - 2)):
+        deep = _erode_labels(deep)
+    c_count = np.bincount(deep.ravel(), minlength=n + 1)[1:].astype(np.float64)
+    few = c_count < np.maximum(4.0, 0.05 * count)
+    deep = np.where(np.concatenate([[False], few])[labels], src, deep)
+    dflat = deep.ravel()
+    c_count = np.maximum(np.bincount(dflat, minlength=n + 1)[1:].astype(np.float64), 1)
+    c1 = np.bincount(dflat, weights=w, minlength=n + 1)[1:]
+    c2 = np.bincount(dflat, weights=w * w, minlength=n + 1)[1:]
+    core_mean = c1 / c_count
+    core_std = np.sqrt(np.maximum(c2 / c_count - core_mean * core_mean, 0))
     border = np.zeros(n + 1, bool)
     for edge in (labels[0], labels[-1], labels[:, 0], labels[:, -1]):
         border[edge] = True
-    return Measurements(count, mean, std, bar_mean, peak, border[1:], dip, noise)
+    return Measurements(count, mean, std, bar_mean, peak, border[1:], dip, noise, core_mean, core_std)
 
 
 def _erode_labels(labels: np.ndarray) -> np.ndarray:
@@ -85,10 +106,14 @@ def _erode_labels(labels: np.ndarray) -> np.ndarray:
 def ice_estimates(m: Measurements, full: np.ndarray) -> tuple[float | None, np.ndarray, np.ndarray, float]:
     """``(i0, ice_thickness_nm or NaN, relative_thickness_nm, median_level)`` per segment.
 
+    Thickness is read at the window's centre level (``m.core``) when given: the ice next to
+    the bars is thicker (meniscus) and not where one collects data.
+
     ``full`` marks segments usable as the atlas's reference (not cut by the edge).
     """
     lam = LAMBDA_NM["ice"]
-    above = np.maximum(m.mean - m.bar, 1e-6)
+    # The window's centre (no meniscus) when measured, else the whole segment's mean.
+    above = np.maximum((m.mean if m.core is None else m.core) - m.bar, 1e-6)
     ref = above[full] if full.any() else above
     med = float(np.median(ref)) if len(ref) else 1.0
     rel = lam * np.log(med / above)

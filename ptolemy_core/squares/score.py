@@ -1,25 +1,35 @@
 """Square scores: an interpretable logistic model on measurements, or the CNN when shipped.
 
 Features (all dimensionless; :data:`FEATURES` order) — the paper's operators look at area
-and brightness first (Fig. 10):
+and brightness first (Fig. 10). Brightness is the **centre level** of the window (its
+segment eroded by ~18 % of the window side) above the local bar level: the ice is thicker
+next to the bars (meniscus), so the centre is the better thickness probe.
 
 - ``log_area``: ln(rectangle area / median area of the atlas's uncut squares);
-- ``rel_brightness``: ln(Ĩ / Ĩ_med), brightness above the bar level relative to the
-  atlas's median uncut square (``= -relative_thickness / λ``);
-- ``rel_brightness_sq``: its square (both too bright — empty/broken — and too dark —
+- ``rel_brightness`` = ln(Ĩ / Ĩ_med) (Ĩ: centre level above the bars; Ĩ_med: the median
+  over the atlas's uncut squares; ``= -relative thickness / λ``), its square and its
+  positive / negative parts (both too bright — empty, broken, thin — and too dark —
   thick — are bad; a logistic model is monotone in each feature);
-- ``log_cv``: ln(std / Ĩ) of the segment (cracks, vacuum patches, contamination);
+- ``local_brightness``: ln(Ĩ / median Ĩ of the uncut neighbours within 1.6 pitches)
+  and its positive / negative parts: the same comparison against the neighbourhood, which
+  does not see vignetting, montage tile brightness or large-scale ice gradients;
+- ``rim``: ln(Ĩ / mean level of the whole window) — the meniscus (a window with ice has
+  darker edges; an empty one has none);
+- ``log_cv`` / ``log_core_cv``: ln(std / level) of the whole segment and of its centre
+  (cracks, vacuum patches, contamination);
 - ``fill``: segment area / rectangle area (torn or contaminated windows fill less);
-- ``visible_fraction`` and ``touches_edge``;
+- ``visible_fraction``, ``half_cut`` (visible fraction < 0.5: the truth calls such a square
+  not good, whatever its ice) and ``touches_edge``;
 - ``log_peak``: ln(peak / Ĩ) — brightest core value (vacuum patches, cracks);
 - ``log_dip``: ln(Ĩ / dip) — darkest core value (contamination);
-- ``has_vacuum``, ``od_vacuum`` (= ice_thickness_nm / λ, 0 without vacuum) and its square:
-  the optical depth against the atlas's own vacuum when a broken/empty square gives it;
+- ``has_vacuum``, ``od_vacuum`` = ln(I_vac / Ĩ) (the optical depth of the centre against
+  the atlas's own vacuum when a broken/empty square gives it, 0 without) and its square;
 - ``od_below`` / ``od_above``: how far that optical depth lies below / above the useful
   ice window (:data:`OD_WINDOW`), 0 inside it or without vacuum.
 
 The only dependence on the other squares is the documented normalisation by the atlas's
-median uncut square (area and brightness), as the paper normalises crops per atlas.
+uncut squares (median area and centre level, the neighbours' median level, the vacuum
+level), as the paper normalises crops per atlas.
 """
 
 from __future__ import annotations
@@ -32,42 +42,52 @@ import numpy as np
 
 from ..synth.physics import LAMBDA_NM
 
-FEATURES = ("log_area", "rel_brightness", "rel_brightness_sq", "log_cv", "fill", "visible_fraction",
-            "touches_edge", "log_peak", "log_dip", "has_vacuum", "od_vacuum", "od_vacuum_sq",
-            "od_below", "od_above")
+FEATURES = ("log_area", "rel_brightness", "rel_brightness_sq", "rel_brighter", "rel_darker",
+            "local_brightness", "local_brighter", "local_darker", "rim", "log_cv", "log_core_cv", "fill",
+            "visible_fraction", "half_cut", "touches_edge", "log_peak", "log_dip", "has_vacuum", "od_vacuum",
+            "od_vacuum_sq", "od_below", "od_above")
 
 WEIGHTS_NAME = "square_interpretable.json"
 #: Hinges of the optical-depth features: the useful ice window 20–100 nm (/ λ) plus
 #: ~15 nm for a thin carbon film's attenuation.
 OD_WINDOW = ((20.0 + 15.0) / LAMBDA_NM["ice"], (100.0 + 15.0) / LAMBDA_NM["ice"])
+#: Neighbours closer than this many pitches serve as the local reference level.
+LOCAL_RADIUS_PITCH = 1.6
 
 
-def feature_matrix(area: np.ndarray, above: np.ndarray, std: np.ndarray, seg_area: np.ndarray,
-                   visible: np.ndarray, edge: np.ndarray, ref_area: float, ref_level: float,
-                   peak_above: np.ndarray | None = None, dip_above: np.ndarray | None = None,
-                   ice_nm: np.ndarray | None = None) -> np.ndarray:
-    """(n, len(FEATURES)) features from the measurements (see module docstring)."""
-    above = np.maximum(np.asarray(above, float), 1e-6)
-    n = len(above)
-    rb = np.log(above / max(ref_level, 1e-6))
-    peak_above = above if peak_above is None else np.maximum(np.asarray(peak_above, float), 1e-6)
-    dip_above = above if dip_above is None else np.maximum(np.asarray(dip_above, float), 1e-6)
-    if ice_nm is None:
-        ice_nm = np.full(n, np.nan)
-    ice_nm = np.asarray(ice_nm, float)
-    has_vac = np.isfinite(ice_nm).astype(float)
-    od = np.where(has_vac > 0, ice_nm, 0.0) / LAMBDA_NM["ice"]
+def feature_matrix(area: np.ndarray, level: np.ndarray, mean_level: np.ndarray, std: np.ndarray,
+                   core_std: np.ndarray, seg_area: np.ndarray, visible: np.ndarray, edge: np.ndarray,
+                   peak_above: np.ndarray, dip_above: np.ndarray, od_vac: np.ndarray | None,
+                   centers: np.ndarray) -> np.ndarray:
+    """(n, len(FEATURES)) features from the measurements (see module docstring).
+
+    ``level`` is the centre level above the bars, ``mean_level`` the whole segment's;
+    ``od_vac`` the optical depth against the vacuum (None without vacuum); ``centers``
+    (n, 2) positions (any unit) for the neighbourhood reference.
+    """
+    level = np.maximum(np.asarray(level, float), 1e-6)
+    n = len(level)
+    full = np.asarray(edge, float) == 0
+    ref = full if full.any() else np.ones(n, bool)
+    rb = np.log(level / float(np.median(level[ref]))) if n else np.zeros(0)
+    local = _local_brightness(level, np.asarray(centers, float).reshape(n, 2), full, rb)
+    has_vac = 0.0 if od_vac is None else 1.0
+    od = np.zeros(n) if od_vac is None else np.asarray(od_vac, float)
+    visible = np.asarray(visible, float)
     return np.stack([
-        np.log(np.maximum(area, 1e-6) / max(ref_area, 1e-6)),
-        rb,
-        rb * rb,
-        np.log(np.maximum(std, 1e-6) / above),
+        np.log(np.maximum(area, 1e-6) / max(float(np.median(area[ref])) if n else 1.0, 1e-6)),
+        rb, rb * rb, np.maximum(rb, 0), np.maximum(-rb, 0),
+        local, np.maximum(local, 0), np.maximum(-local, 0),
+        np.log(level / np.maximum(mean_level, 1e-6)),
+        np.log(np.maximum(std, 1e-6) / np.maximum(mean_level, 1e-6)),
+        np.log(np.maximum(core_std, 1e-6) / level),
         np.clip(seg_area / np.maximum(area, 1e-6), 0, 2),
-        np.asarray(visible, float),
+        visible,
+        (visible < 0.5).astype(float),
         np.asarray(edge, float),
-        np.log(peak_above / above),
-        np.log(above / dip_above),
-        has_vac,
+        np.log(np.maximum(peak_above, 1e-6) / level),
+        np.log(level / np.maximum(dip_above, 1e-6)),
+        np.full(n, has_vac),
         od,
         od * od,
         np.maximum(OD_WINDOW[0] - od, 0) * has_vac,
@@ -75,29 +95,57 @@ def feature_matrix(area: np.ndarray, above: np.ndarray, std: np.ndarray, seg_are
     ], axis=1).reshape(n, len(FEATURES))
 
 
+def _local_brightness(level: np.ndarray, centers: np.ndarray, full: np.ndarray, rb: np.ndarray) -> np.ndarray:
+    """ln(level / median level of the uncut neighbours within :data:`LOCAL_RADIUS_PITCH`).
+
+    The pitch is the median nearest-neighbour distance; squares with fewer than two such
+    neighbours fall back to the atlas-wide relative brightness ``rb``.
+    """
+    n = len(level)
+    if n < 4:
+        return rb.copy()
+    from scipy.spatial import cKDTree
+
+    tree = cKDTree(centers)
+    k = min(n, 9)
+    dist, nb = tree.query(centers, k=k)
+    pitch = float(np.median(dist[:, 1]))
+    ok = (dist[:, 1:] < LOCAL_RADIUS_PITCH * pitch) & full[nb[:, 1:]]
+    vals = np.where(ok, level[nb[:, 1:]], np.nan)
+    count = ok.sum(axis=1)
+    out = rb.copy()
+    use = count >= 2
+    if use.any():
+        out[use] = np.log(level[use] / np.nanmedian(vals[use], axis=1))
+    return out
+
+
 def features_from_targets(targets) -> np.ndarray:
     """The feature matrix of found squares (the finder and the training both use this).
 
-    Normalisation: the median rectangle area and the median brightness above the bar
+    Normalisation: the median rectangle area and the median centre level above the bar
     level of the atlas's squares that do not touch the image edge (all squares if every
-    one does).
+    one does), the neighbours' median level, and the vacuum level behind
+    ``ice_thickness_nm`` (optical depth = thickness / λ).
     """
     if not targets:
         return np.zeros((0, len(FEATURES)))
     f = [t.features for t in targets]
+    bar = np.array([d["bar_level"] for d in f], float)
     area = np.array([t.area for t in targets], float)
-    above = np.array([t.brightness - d["bar_level"] for t, d in zip(targets, f, strict=True)], float)
+    mean_level = np.array([t.brightness for t in targets], float) - bar
+    level = np.array([d.get("core", t.brightness) for t, d in zip(targets, f, strict=True)], float) - bar
     std = np.array([d["std"] for d in f], float)
+    core_std = np.array([d.get("core_std", d["std"]) for d in f], float)
     seg = np.array([d["segment_area"] for d in f], float)
     vis = np.array([d["visible_fraction"] for d in f], float)
     edge = np.array([d["touches_edge"] for d in f], float)
-    peak = np.array([d["peak"] - d["bar_level"] for d in f], float)
-    dip = np.array([d["dip"] - d["bar_level"] for d in f], float)
-    ice = np.array([np.nan if d["ice_thickness_nm"] is None else d["ice_thickness_nm"] for d in f], float)
-    full = edge == 0
-    ref_area = float(np.median(area[full] if full.any() else area))
-    ref_level = float(np.median(np.maximum(above[full] if full.any() else above, 1e-6)))
-    return feature_matrix(area, above, std, seg, vis, edge, ref_area, ref_level, peak, dip, ice)
+    peak = np.array([d["peak"] for d in f], float) - bar
+    dip = np.array([d["dip"] for d in f], float) - bar
+    ice = [d["ice_thickness_nm"] for d in f]
+    od = None if any(v is None for v in ice) else np.array(ice, float) / LAMBDA_NM["ice"]
+    centers = np.array([t.center for t in targets], float)
+    return feature_matrix(area, level, mean_level, std, core_std, seg, vis, edge, peak, dip, od, centers)
 
 
 def _weights_path() -> Path:
@@ -131,5 +179,6 @@ def logistic_scores(x: np.ndarray, model: dict) -> np.ndarray:
 
 def fallback_scores(x: np.ndarray) -> np.ndarray:
     """Without a model: favour uncut squares of median brightness and size (documented rule)."""
-    z = -3.0 * x[:, 2] - 2.0 * np.abs(x[:, 0]) - 1.5 * x[:, 6] - 2.0 * x[:, 7] - 2.0 * x[:, 8]
+    z = (-3.0 * x[:, 2] - 2.0 * np.abs(x[:, 0]) - 1.5 * x[:, 14] - 3.0 * x[:, 13] - 2.0 * x[:, 15]
+         - 2.0 * x[:, 16])
     return 1.0 / (1.0 + np.exp(-(z + 1.0)))
