@@ -120,7 +120,7 @@ def _tiny_weights(folder: Path) -> Path:
     torch.manual_seed(0)
     net = HoleCNN(width=4)
     path = folder / "hole_cnn.pt"
-    torch.save({"model": net.state_dict(), "arch": {"width": 4, "in_channels": 2}}, path)
+    torch.save({"model": net.state_dict(), "arch": {"width": 4, "in_channels": 3}}, path)
     manifest = {"models": {"hole_cnn": {"file": "hole_cnn.pt", "sha256": registry.sha256_file(path)}}}
     (folder / "manifest.json").write_text(json.dumps(manifest))
     return path
@@ -183,11 +183,52 @@ def test_square_scores_do_not_depend_on_the_batch():
     assert len(targets) >= 4
     torch.manual_seed(2)
     net = SquareCNN(width=4).eval()
-    raw = C.square_crops(sim.data, [t.vertices_array() for t in targets])
-    norm = (*C.square_normalisation(raw), float(np.median([t.area for t in targets])))
+    norm = api.square_norm(sim.data, [t.vertices_array() for t in targets],
+                           np.array([t.area for t in targets]))
     together = api.square_cnn_scores(sim.data, targets, norm, model=net, i0=1000.0)
     alone = np.array([api.square_cnn_scores(sim.data, [t], norm, model=net, i0=1000.0)[0] for t in targets])
     np.testing.assert_array_equal(together, alone)
+
+
+def test_square_inputs_ignore_dose_gain_and_gamma():
+    """Version-2 square inputs: a dose/gain factor and a display gamma leave them unchanged."""
+    from ptolemy_core.synth import simulate_atlas
+
+    sim = simulate_atlas(100002, shape=(512, 512))
+    targets = _square_targets(sim.truth)
+    verts = [t.vertices_array() for t in targets]
+    areas = np.array([t.area for t in targets])
+    data = np.asarray(sim.data, np.float64)
+    dark = C.image_levels(data)[0]
+    base, _ = api.square_inputs(data, verts, areas)
+    # I' = dark' + a (I - dark)^g: another dose, offset and gamma of the same sample
+    other = 5.0 + 3.0 * np.clip(data - dark, 0, None) ** 0.6
+    moved, _ = api.square_inputs(other, verts, areas)
+    # Square pixels (within 3 spreads of the population); bar pixels near the dark level are
+    # noise around the floor, where no transform can be undone.
+    inside = np.abs(base) < 3.0
+    assert inside.mean() > 0.4
+    # Exact up to resampling: a crop pixel averages 16 bilinear samples, and the mean of I**g
+    # is not (mean I)**g where the intensity changes inside a pixel (square edges).
+    diff = np.abs(moved[inside] - base[inside])
+    assert np.median(diff) < 0.01 and np.mean(diff < 0.05) > 0.95, (np.median(diff), np.mean(diff < 0.05))
+    # ... while the session-1 inputs (raw mean/std) change under the gamma
+    v1, _ = api.square_inputs(data, verts, areas, version=1)
+    v1m, _ = api.square_inputs(other, verts, areas, version=1)
+    assert np.abs(v1m - v1).max() > 0.3
+
+
+def test_hole_inputs_ignore_dose_and_offset():
+    """Version-2 hole channels 0 and 2 do not change when the image is scaled and offset."""
+    rng = np.random.default_rng(0)
+    work = (1000 + 200 * rng.random((120, 160))).astype(np.float32)
+    centres = np.array([[40.0, 50.0], [80.5, 100.25]])
+    a, known = api.hole_inputs(work, centres, np.array([8.0, 8.0]))
+    b, _ = api.hole_inputs(0.2 * work + 37.0, centres, np.array([8.0, 8.0]))
+    assert known == 0.0 and a[0].shape == (3, 23, 23)  # half-side ceil(1.3 * 8) = 11
+    for ca, cb in zip(a, b, strict=True):
+        np.testing.assert_allclose(cb[[0, 2]], ca[[0, 2]], atol=1e-3)
+        assert not cb[1].any()  # no I0: no optical-depth channel
 
 
 def test_unet_tiles_match_whole_image():

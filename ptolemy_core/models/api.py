@@ -70,12 +70,11 @@ def square_cnn_scores(
         The atlas (full resolution).
     targets : list of Target
         Squares with ``vertices`` (aligned rectangle) and ``area``.
-    norm : (mean, std), optional
-        Dose normalisation. Default: mean and std over the crops of *all*
-        ``targets`` (the paper: all squares found in the atlas) — pass the
-        atlas's own value to score a subset exactly as in the full set. The
-        relative area input uses the median area of ``targets`` likewise;
-        pass ``norm`` as ``(mean, std, median_area)`` to fix it too.
+    norm : tuple, optional
+        Atlas-level normalisation (:func:`square_norm`). Default: computed
+        over *all* ``targets`` (the paper: all squares found in the atlas) —
+        pass the atlas's own value to score a subset exactly as in the full
+        set (the relative-area input uses the same median area).
     i0 : float, optional
         Vacuum intensity in raw counts (the square finder's ``SquareResult.i0``);
         gives the network the optical depth (ice thickness) of each square.
@@ -94,8 +93,29 @@ def square_cnn_scores(
         return np.zeros(0, np.float64)
     data = as_image(image).data
     x, sc = square_inputs(data, [t.vertices_array() for t in targets],
-                          np.array([t.area for t in targets], float), norm, i0)
+                          np.array([t.area for t in targets], float), norm, i0,
+                          version=input_version(model))
     return _run_classifier(model, x, sc)
+
+
+def input_version(model) -> int:
+    """Input version a network was trained with (``arch["inputs"]``; 1 = session-1 inputs)."""
+    return int(getattr(model, "inputs", 1))
+
+
+def square_norm(data: np.ndarray, vertices: list[np.ndarray], areas: np.ndarray,
+                version: int = 2) -> tuple[float, ...]:
+    """The atlas-level normalisation of :func:`square_inputs` for these squares (to score subsets).
+
+    Version 2: ``(dark, bright, median log-intensity, log spread, median area)``;
+    version 1: ``(mean, std, median area)``.
+    """
+    raw = C.square_crops(data, vertices)
+    med_area = float(np.median(np.asarray(areas, float).clip(1.0))) if len(areas) else 1.0
+    if version == 1:
+        return (*C.square_normalisation(raw), med_area)
+    dark, _, bright = C.image_levels(data)
+    return (dark, bright, *C.square_population(C.square_log_crops(raw, dark, bright)), med_area)
 
 
 def square_inputs(
@@ -104,18 +124,42 @@ def square_inputs(
     areas: np.ndarray,
     norm: tuple[float, ...] | None = None,
     i0: float | None = None,
+    *,
+    version: int = 2,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Normalised crops ``(N, 1, S, S)`` and scalars ``(N, 3)``: log relative area, log(I/I0), I0 known."""
+    """Normalised crops ``(N, 1, S, S)`` and scalars ``(N, 3)``: log relative area, log(I/I0), I0 known.
+
+    Version 2 (robust): ``(log(I - dark) - M) / S`` with ``dark`` the atlas's
+    opaque-bar level, ``M``/``S`` the median/robust spread of its squares'
+    centre log-intensities (:func:`ptolemy_core.models.crops.square_population`):
+    unchanged by dose, gain, detector offset and display gamma. Version 1: the
+    session-1 inputs (mean/std of the raw crops). ``norm`` fixes the atlas-level
+    values (see :func:`square_norm`) so a subset scores exactly as in the full set.
+    """
     raw = C.square_crops(data, vertices)
-    od, known = C.square_optical_depth(raw, i0)
-    if norm is None:
-        mean, std = C.square_normalisation(raw)
-        med = float(np.median(np.asarray(areas, float).clip(1.0))) if len(areas) else 1.0
+    areas = np.asarray(areas, float)
+    if version == 1:
+        od, known = C.square_optical_depth(raw, i0)
+        if norm is None:
+            mean, std = C.square_normalisation(raw)
+            med = float(np.median(areas.clip(1.0))) if len(areas) else 1.0
+        else:
+            mean, std = float(norm[0]), float(norm[1]) or 1.0
+            med = float(norm[2]) if len(norm) > 2 else float(np.median(areas.clip(1.0)))
+        x = ((raw - mean) / std).astype(np.float32)[:, None]
     else:
-        mean, std = float(norm[0]), float(norm[1]) or 1.0
-        med = float(norm[2]) if len(norm) > 2 else float(np.median(np.asarray(areas, float).clip(1.0)))
-    x = ((raw - mean) / std).astype(np.float32)[:, None]
-    la = np.log(np.asarray(areas, float).clip(1.0) / max(med, 1.0)).astype(np.float32)
+        if norm is None:
+            dark, _, bright = C.image_levels(data)
+            norm = (dark, bright, *C.square_population(C.square_log_crops(raw, dark, bright)),
+                    float(np.median(areas.clip(1.0))) if len(areas) else 1.0)
+        if len(norm) != 5:
+            raise PtolemyInputError("norm for this square model must be (dark, bright, median, spread, "
+                                    "median_area); use square_norm()")
+        dark, bright, m, sd, med = (float(v) for v in norm)
+        od, known = C.square_optical_depth_v2(raw, i0, dark)
+        x = ((C.square_log_crops(raw, dark, bright) - m) / sd).clip(-C.SQUARE_CLIP, C.SQUARE_CLIP)
+        x = x.astype(np.float32)[:, None]
+    la = np.log(areas.clip(1.0) / max(med, 1.0)).astype(np.float32)
     return x, np.stack([la, od, known], axis=1).astype(np.float32)
 
 
@@ -158,15 +202,31 @@ def hole_radius_full(target: Target) -> float:
 
 
 def hole_inputs(work: np.ndarray, centres_work: np.ndarray, radii_work: np.ndarray,
-                i0: float | None = None) -> tuple[list[np.ndarray], float]:
-    """Two-channel crops (list, sizes vary with the radius) for the hole CNN, and the I0-known flag."""
-    ref, known = C.hole_reference(work, i0)
+                i0: float | None = None, *, version: int = 2) -> tuple[list[np.ndarray], float]:
+    """Hole-CNN crops (list, sizes vary with the radius) and the I0-known flag.
+
+    Version 2: three channels (:func:`ptolemy_core.models.crops.hole_crops_v2`);
+    version 1: the session-1 two channels (:func:`ptolemy_core.models.crops.hole_crops`).
+    Every value depends on the image and that hole only (image-level percentiles,
+    never the other targets).
+    """
     centres_work = np.asarray(centres_work, float).reshape(-1, 2)
     halves = np.array([C.hole_crop_half(r) for r in np.asarray(radii_work, float).ravel()], int)
+    if version == 1:
+        ref, known = C.hole_reference(work, i0)
+
+        def make(c, h):
+            return C.hole_crops(work, c, h, ref)
+    else:
+        known = i0 is not None and bool(np.isfinite(i0)) and i0 > 0
+        levels = C.image_levels(work)[1:]
+
+        def make(c, h):
+            return C.hole_crops_v2(work, c, h, i0 if known else None, levels)
     crops: list[np.ndarray] = [None] * len(halves)  # type: ignore[list-item]
     for h in np.unique(halves):  # one vectorised lookup per crop size
         idx = np.flatnonzero(halves == h)
-        for i, c in zip(idx, C.hole_crops(work, centres_work[idx], int(h), ref), strict=True):
+        for i, c in zip(idx, make(centres_work[idx], int(h)), strict=True):
             crops[i] = c
     return crops, float(known)
 
@@ -216,7 +276,7 @@ def hole_cnn_scores(
         work = C.to_working(as_image(image).data, working_scale)
     centres = C.full_to_work(np.array([t.center for t in targets], float), working_scale)
     radii = np.array([hole_radius_full(t) for t in targets]) / working_scale
-    crops, known = hole_inputs(work, centres, radii, i0)
+    crops, known = hole_inputs(work, centres, radii, i0, version=input_version(model))
     return hole_scores_from_crops(model, crops, known)
 
 

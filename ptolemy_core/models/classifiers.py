@@ -17,6 +17,12 @@ Square classifier
     square finder knows it — Beer-Lambert optical depth, i.e. ice thickness
     over its mean free path) with a 0/1 flag saying whether ``I0`` was known.
 
+Input versions
+    Weights record ``arch["inputs"]`` (squares) / ``arch["in_channels"]`` (holes):
+    version 2 (default for new training) uses the robust, physical inputs of
+    :mod:`ptolemy_core.models.crops` (log intensity, dark level, population
+    spread; an affine-invariant hole channel); version 1 is described below.
+
 Hole classifier
     Input: a hole crop at the hole finder's working scale (any size ≥
     ``HOLE_MIN_SIZE``), two channels: the crop z-scored by its own pixels (the
@@ -48,10 +54,12 @@ SQUARE_SCALARS = 3
 class SquareCNN(nn.Module):
     """Fixed-size square-crop classifier; ``forward(x, scalars) -> logit``."""
 
-    def __init__(self, width: int = 16) -> None:
+    def __init__(self, width: int = 16, inputs: int = 2) -> None:
         super().__init__()
         w = int(width)
         self.width = w
+        #: Input version (see :func:`ptolemy_core.models.api.square_inputs`); not a weight.
+        self.inputs = int(inputs)
         self.features = nn.Sequential(
             nn.Conv2d(1, w, 5, padding=2), nn.ReLU(inplace=True), nn.MaxPool2d(2),      # 16
             nn.Conv2d(w, 2 * w, 5, padding=2), nn.ReLU(inplace=True), nn.MaxPool2d(2),  # 8
@@ -72,11 +80,13 @@ class SquareCNN(nn.Module):
 class HoleCNN(nn.Module):
     """Crop-size independent hole classifier: unpadded convs + global average pooling."""
 
-    def __init__(self, width: int = 16, in_channels: int = 2) -> None:
+    def __init__(self, width: int = 16, in_channels: int = 3) -> None:
         super().__init__()
         w = int(width)
         self.width = w
         self.in_channels = int(in_channels)
+        #: Input version: 3 channels = version 2 (robust), 2 channels = session-1 inputs.
+        self.inputs = 2 if self.in_channels == 3 else 1
         self.features = nn.Sequential(
             nn.Conv2d(self.in_channels, w, 5), nn.ReLU(inplace=True),   # -4
             nn.Conv2d(w, 2 * w, 3), nn.ReLU(inplace=True),              # -2

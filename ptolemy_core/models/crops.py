@@ -169,3 +169,110 @@ def hole_crops(work: np.ndarray, centres_work: np.ndarray, half: int, ref: float
 def hole_crop(work: np.ndarray, centre_work: tuple[float, float], half: int, ref: float) -> np.ndarray:
     """One two-channel hole crop ``(2, 2h+1, 2h+1)`` (see :func:`hole_crops`)."""
     return hole_crops(work, np.asarray([centre_work], float), half, ref)[0]
+
+
+# ------------------------------------------------------------------------------------------
+# Input version 2 (robust, physical): what a network trained with ``arch["inputs"] == 2`` sees.
+# Version 1 (above: mean/std of the raw square crops; log(I / 99.5th percentile) for holes)
+# is kept for weights trained with it. Version 2 removes what physics says carries no
+# information about the sample: a multiplicative dose/gain (log intensity), a detector or
+# display offset (the dark level of the opaque bars is subtracted; hole images use an
+# affine-invariant channel) and, for squares, a display gamma (log intensity scaled by the
+# spread of the atlas's own squares, so ``I**g`` gives the same input).
+# ------------------------------------------------------------------------------------------
+
+#: Spread floor (log units ≈ 5 % intensity) of the square population: an atlas whose squares
+#: are all alike must not have its noise blown up to unit scale.
+SQUARE_LOG_SPREAD_MIN = 0.05
+#: Input clip (population-normalised units): opaque bars in the rim sit at the floor.
+SQUARE_CLIP = 6.0
+
+
+def _subsample(data: np.ndarray, target: int = 1 << 20) -> np.ndarray:
+    """A strided view with at most ~``target`` pixels (percentiles of 8k² atlases stay cheap)."""
+    step = max(1, int(np.ceil(np.sqrt(data.size / float(target)))))
+    return data[::step, ::step]
+
+
+def image_levels(data: np.ndarray) -> tuple[float, float, float]:
+    """``(dark, median, bright)`` = 1st, 50th and 99.5th percentiles of an image.
+
+    On an atlas the darkest percent is the opaque grid bars: their level is the
+    detector's (or the display's) zero, which must be subtracted before Beer-Lambert
+    logs mean anything; the bright level is the thinnest ice or vacuum.
+    """
+    lo, mid, hi = np.percentile(_subsample(np.asarray(data, np.float32)), [1.0, 50.0, 99.5])
+    return float(lo), float(mid), float(hi)
+
+
+def square_log_crops(raw: np.ndarray, dark: float, bright: float) -> np.ndarray:
+    """``log(I - dark)`` of raw square crops, floored at 1 % of ``bright - dark`` (opaque = floor)."""
+    span = max(float(bright) - float(dark), 1e-6)
+    return np.log(np.clip(np.asarray(raw, np.float32) - dark, 0.01 * span, None)).astype(np.float32)
+
+
+def square_population(log_crops: np.ndarray) -> tuple[float, float]:
+    """Median and robust spread (1.4826·MAD, floored) of the squares' centre log-intensities.
+
+    Each square contributes one value (the median of its inner half), so a few
+    broken/opaque squares or a large bar rim cannot move the reference.
+    """
+    n = len(log_crops)
+    if n == 0:
+        return 0.0, 1.0
+    q = SQUARE_SIZE // 4
+    centres = np.median(log_crops[:, q:SQUARE_SIZE - q, q:SQUARE_SIZE - q].reshape(n, -1), axis=1)
+    med = float(np.median(centres))
+    mad = 1.4826 * float(np.median(np.abs(centres - med)))
+    return med, max(mad, SQUARE_LOG_SPREAD_MIN)
+
+
+def square_optical_depth_v2(raw_crops: np.ndarray, i0: float | None,
+                            dark: float) -> tuple[np.ndarray, np.ndarray]:
+    """``3·log((I - dark) / (I0 - dark))`` of each square's centre, and the I0-known flag."""
+    n = len(raw_crops)
+    if i0 is None or not np.isfinite(i0) or i0 <= dark or n == 0:
+        return np.zeros(n, np.float32), np.zeros(n, np.float32)
+    q = SQUARE_SIZE // 4
+    ref = float(i0) - float(dark)
+    centre = raw_crops[:, q:SQUARE_SIZE - q, q:SQUARE_SIZE - q].mean(axis=(1, 2)) - dark
+    od = 3.0 * np.log(np.clip(centre, 1e-3 * ref, None) / ref).clip(-2.0, 0.5)
+    return od.astype(np.float32), np.ones(n, np.float32)
+
+
+def hole_crops_v2(work: np.ndarray, centres_work: np.ndarray, half: int, i0: float | None,
+                  levels: tuple[float, float]) -> np.ndarray:
+    """Three-channel hole crops ``(N, 3, 2h+1, 2h+1)`` (input version 2).
+
+    Channel 0: the crop z-scored by its own pixels (per-crop normalisation; any
+    affine change of the intensities drops out). Channel 1: optical depth
+    ``3·log(I/I0)`` when the vacuum intensity ``I0`` is known, else 0 (no guess
+    from the image: a percentile is not I0 once an offset or a display curve is
+    applied). Channel 2: ``(I - median) / (bright - median)`` with the image's
+    50th and 99.5th percentiles (``levels``): the crop relative to the film and
+    the thinnest ice of its own image, unchanged by dose, gain and offset.
+    """
+    centres_work = np.asarray(centres_work, dtype=np.float64).reshape(-1, 2)
+    n = len(centres_work)
+    side = 2 * half + 1
+    if n == 0:
+        return np.zeros((0, 3, side, side), np.float32)
+    t = np.arange(-half, half + 1, dtype=np.float64)
+    rr = centres_work[:, 0, None, None] + t[None, :, None] + 0 * t[None, None, :]
+    cc = centres_work[:, 1, None, None] + 0 * t[None, :, None] + t[None, None, :]
+    src = np.asarray(work, np.float32)
+    crop = ndi.map_coordinates(src, [rr.ravel(), cc.ravel()], order=1, mode="nearest")
+    crop = crop.reshape(n, side, side).astype(np.float32)
+    mean = crop.mean(axis=(1, 2), keepdims=True)
+    sd = crop.std(axis=(1, 2), keepdims=True)
+    z = (crop - mean) / np.where(sd > 0, sd, 1.0)
+    if i0 is not None and np.isfinite(i0) and i0 > 0:
+        od = 3.0 * np.log(np.clip(crop, i0 * 1e-3, None) / i0).clip(-2.0, 0.5)
+    else:
+        od = np.zeros_like(crop)
+    mid, bright = float(levels[0]), float(levels[1])
+    span = bright - mid
+    if abs(span) < 1e-6:
+        span = 1e-6
+    rel = ((crop - mid) / span).clip(-4.0, 4.0)
+    return np.stack([z, od, rel], axis=1).astype(np.float32)

@@ -111,7 +111,8 @@ def build(name: str, arch: dict[str, Any]):
         return HoleUNet(widths=tuple(arch.get("widths", (4, 8, 16, 32))),
                         out_channels=int(arch.get("out_channels", 2)))
     if name == "square_cnn":
-        return SquareCNN(width=int(arch.get("width", 16)))
+        # Weights without "inputs" predate input version 2.
+        return SquareCNN(width=int(arch.get("width", 16)), inputs=int(arch.get("inputs", 1)))
     if name == "hole_cnn":
         return HoleCNN(width=int(arch.get("width", 16)), in_channels=int(arch.get("in_channels", 2)))
     raise PtolemyInputError(f"unknown model {name!r}; known: {', '.join(MODEL_FILES)}")

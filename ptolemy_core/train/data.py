@@ -21,6 +21,29 @@ PITCH_WORK = (26.0, 38.0)
 #: Fraction of simulated training images whose I0 is given to the models (the rest: unknown),
 #: as the finders know I0 only when the image shows vacuum or the caller gives it.
 I0_KNOWN_FRACTION = 0.7
+#: Extra "display look" views per training image (see :func:`display_look`).
+DISPLAY_VIEWS = 1
+
+
+def display_look(data: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """The same image as another microscope, detector or program could have saved it.
+
+    A random dose/gain factor (0.3-3x) and detector offset (-0.1 to +0.6 of the
+    median), then with probability 0.7 a display mapping: percentile stretch,
+    gamma 0.5-2, 8-bit rounding onto a random grey range (black level up to 60,
+    as in atlases saved with mid-grey bars). Nothing about the sample changes,
+    so a model trained on both views learns scores that do not depend on these.
+    """
+    a = np.asarray(data, np.float32)
+    dose = float(np.exp(rng.uniform(np.log(0.3), np.log(3.0))))
+    a = a * dose + float(rng.uniform(-0.1, 0.6)) * float(np.median(a)) * dose
+    if rng.random() < 0.7:
+        lo, hi = np.percentile(a[::4, ::4], [rng.uniform(0.0, 2.0), rng.uniform(98.0, 100.0)])
+        v = np.clip((a - lo) / max(float(hi - lo), 1e-6), 0.0, 1.0)
+        v = v ** float(np.exp(rng.uniform(np.log(0.5), np.log(2.0))))
+        black = float(rng.uniform(0.0, 60.0))
+        a = np.round(black + float(rng.uniform(150.0, 255.0 - black)) * v)
+    return a.astype(np.float32)
 
 
 @dataclass
@@ -32,6 +55,8 @@ class SquareSet:
     scalars: np.ndarray      # (N, 3) float32: log relative area, log(I/I0), I0 known
     y: np.ndarray            # (N,) bool
     tags: dict[str, Any] = field(default_factory=dict)
+    #: Extra (x, scalars) views of the same squares under :func:`display_look` (training only).
+    views: list[tuple[np.ndarray, np.ndarray]] = field(default_factory=list)
 
 
 @dataclass
@@ -90,8 +115,9 @@ def _read(path: Path, label: dict[str, Any]):
     return read_image(path, pixel_size_nm=label.get("pixel_size_nm"))
 
 
-def square_set(image_path: Path, label_path: Path, rng: np.random.Generator) -> SquareSet | None:
-    """One atlas as a :class:`SquareSet` (None when it holds no square)."""
+def square_set(image_path: Path, label_path: Path, rng: np.random.Generator,
+               views: int = DISPLAY_VIEWS) -> SquareSet | None:
+    """One atlas as a :class:`SquareSet` (None when it holds no square), with ``views`` display looks."""
     from ..models.api import square_inputs
 
     label = _read_label(label_path)
@@ -127,7 +153,9 @@ def square_set(image_path: Path, label_path: Path, rng: np.random.Generator) -> 
         y = points_in_polygons(verts, sel).any(axis=1) if len(sel) else np.zeros(len(found), bool)
         tags = {}
     x, sc = square_inputs(img.data, verts, areas, None, i0)
-    return SquareSet(image_path.stem, x, sc, y, tags)
+    # Display looks: I0 is not known there (a vacuum level means nothing after a display curve).
+    extra = [square_inputs(display_look(img.data, rng), verts, areas, None, None) for _ in range(views)]
+    return SquareSet(image_path.stem, x, sc, y, tags, extra)
 
 
 def _poly_area(v: np.ndarray) -> float:

@@ -8,6 +8,7 @@ reproducible on the same machine and thread count.
 
 from __future__ import annotations
 
+import copy
 import math
 import time
 from collections.abc import Callable
@@ -103,11 +104,12 @@ def train_squares(train: list[SquareSet], held: list[SquareSet], *, seed: int = 
     t0 = time.perf_counter()
     rng = np.random.default_rng(seed)
     torch.manual_seed(seed)
-    x = torch.from_numpy(np.concatenate([s.x for s in train]))
-    la = torch.from_numpy(np.concatenate([s.scalars for s in train]))
-    y_np = np.concatenate([s.y for s in train])
+    x = torch.from_numpy(np.concatenate([s.x for s in train] + [v[0] for s in train for v in s.views]))
+    la = torch.from_numpy(np.concatenate([s.scalars for s in train] + [v[1] for s in train for v in s.views]))
+    y_np = np.concatenate([s.y for s in train] + [s.y for s in train for _ in s.views])
     y = torch.from_numpy(y_np.astype(np.float32))
-    model = SquareCNN(width=width)
+    model = SquareCNN(width=width, inputs=2)
+    best = (-1.0, None, 0)
     opt = torch.optim.Adam(model.parameters(), lr=2e-3)
     pw = _pos_weight(y_np)
     losses: list[float] = []
@@ -129,12 +131,33 @@ def train_squares(train: list[SquareSet], held: list[SquareSet], *, seed: int = 
             loss.backward()
             opt.step()
             losses.append(loss.item())
-        progress(f"squares epoch {ep + 1}/{epochs} loss {np.mean(losses[-steps_per_epoch:]):.4f}")
+        msg = f"squares epoch {ep + 1}/{epochs} loss {np.mean(losses[-steps_per_epoch:]):.4f}"
+        if held and not quick:
+            model.eval()
+            v = _square_validation(model, held)
+            msg += f" validation AUC {v:.4f}"
+            if v > best[0]:
+                best = (v, copy.deepcopy(model.state_dict()), ep + 1)
+        progress(msg)
     if quick:
         _check_falls(losses, "squares")
+    if best[1] is not None:
+        # Early stopping: keep the epoch with the best validation AUC (raw + display views).
+        model.load_state_dict(best[1])
+        progress(f"squares: kept epoch {best[2]} (validation AUC {best[0]:.4f})")
     model.eval()
     metrics = evaluate_squares(model, held) if held else {}
-    return TrainResult(model, {"width": width, "epochs": done}, losses, metrics, time.perf_counter() - t0)
+    return TrainResult(model, {"width": width, "inputs": 2, "epochs": done, "kept_epoch": best[2] or done},
+                       losses, metrics, time.perf_counter() - t0)
+
+
+def _square_validation(model, held: list[SquareSet]) -> float:
+    from ..models.api import _run_classifier
+
+    s = [_run_classifier(model, h.x, h.scalars) for h in held]
+    s += [_run_classifier(model, v[0], v[1]) for h in held for v in h.views]
+    y = [h.y for h in held] + [h.y for h in held for _ in h.views]
+    return float(roc_auc(np.concatenate(s), np.concatenate(y)))
 
 
 def evaluate_squares(model, sets: list[SquareSet]) -> dict[str, Any]:
@@ -143,6 +166,10 @@ def evaluate_squares(model, sets: list[SquareSet]) -> dict[str, Any]:
 
     scores = [_run_classifier(model, s.x, s.scalars) for s in sets]
     out = {"all": _auc_block(np.concatenate(scores), np.concatenate([s.y for s in sets]))}
+    if any(s.views for s in sets):
+        out["display looks"] = _auc_block(
+            np.concatenate([_run_classifier(model, v[0], v[1]) for s in sets for v in s.views]),
+            np.concatenate([s.y for s in sets for _ in s.views]))
     for tag in (True, False):
         sel = [i for i, s in enumerate(sets) if s.tags.get("montage") is tag]
         if sel:
@@ -152,54 +179,79 @@ def evaluate_squares(model, sets: list[SquareSet]) -> dict[str, Any]:
 
 
 # ----------------------------------------------------------------------------- hole CNN
-def hole_crops_of(s: HoleSet) -> tuple[list[np.ndarray], float]:
+def hole_crops_of(s: HoleSet, work: np.ndarray | None = None, i0: float | None | str = "set"
+                  ) -> tuple[list[np.ndarray], float]:
+    """Hole-CNN inputs of a :class:`HoleSet` (optionally of another view ``work`` / ``i0``)."""
     from ..models.api import hole_inputs
 
-    return hole_inputs(s.work, s.centres, s.radii, s.i0)
+    return hole_inputs(s.work if work is None else work, s.centres, s.radii,
+                       s.i0 if isinstance(i0, str) else i0)
+
+
+def _hole_views(s: HoleSet, rng: np.random.Generator, views: int) -> list[tuple[list[np.ndarray], float]]:
+    """Crops of the image as it is and of ``views`` display looks (I0 unknown there)."""
+    from .data import display_look
+
+    out = [hole_crops_of(s)]
+    out += [hole_crops_of(s, display_look(s.work, rng), None) for _ in range(views)]
+    return out
 
 
 def train_holes(train: list[HoleSet], held: list[HoleSet], *, seed: int = 0, epochs: int = 20,
                 width: int = 16, batch: int = 64, per_image: int = 60, quick: bool = False,
-                max_seconds: float | None = None, progress: Progress = _quiet) -> TrainResult:
+                max_seconds: float | None = None, views: int | None = None,
+                progress: Progress = _quiet) -> TrainResult:
     """Train the hole CNN (crops grouped by size into batches); evaluate on ``held``.
 
     At most ``per_image`` holes (seeded choice) of each training image are used:
     the holes of one image are alike, more images teach more than more holes.
+    Each image is also seen as ``views`` display looks
+    (:func:`ptolemy_core.train.data.display_look`, default
+    :data:`~ptolemy_core.train.data.DISPLAY_VIEWS`, none in ``quick`` mode). Unless ``quick``, the epoch
+    with the best validation AUC on ``held`` (≤ ``per_image`` holes per image, both
+    views) is kept (early stopping).
     """
     import torch
 
     from ..models.classifiers import HoleCNN
+    from .data import DISPLAY_VIEWS
 
+    # Quick mode checks that the loss falls: no display views (they double the time and make
+    # the few-image loss curve noisier).
+    views = (0 if quick else DISPLAY_VIEWS) if views is None else int(views)
     t0 = time.perf_counter()
     rng = np.random.default_rng(seed)
     torch.manual_seed(seed)
-    crops: list[np.ndarray] = []
-    ys: list[bool] = []
-    flags: list[float] = []
-    for s in train:
-        cs, known = hole_crops_of(s)
-        pick = np.zeros(len(cs), bool)
-        cand = np.flatnonzero(s.scored)
-        pick[rng.permutation(cand)[:per_image]] = True
-        for c, k, yy in zip(cs, pick, s.y, strict=True):
-            if k:
-                crops.append(c)
-                ys.append(bool(yy))
-                flags.append(known)
-    y_np = np.array(ys)
-    f_np = np.array(flags, np.float32)
+
+    def collect(sets: list[HoleSet]):
+        crops: list[np.ndarray] = []
+        ys: list[bool] = []
+        flags: list[float] = []
+        for s in sets:
+            cand = np.flatnonzero(s.scored)
+            for cs, known in _hole_views(s, rng, views):
+                for i in rng.permutation(cand)[:per_image]:
+                    crops.append(cs[i])
+                    ys.append(bool(s.y[i]))
+                    flags.append(known)
+        return crops, np.array(ys, bool), np.array(flags, np.float32)
+
+    crops, y_np, f_np = collect(train)
+    val = collect(held) if held and not quick else None
     by_size: dict[tuple[int, ...], list[int]] = {}
     for i, c in enumerate(crops):
         by_size.setdefault(c.shape, []).append(i)
     groups = {k: (torch.from_numpy(np.stack([crops[i] for i in v])),
                   torch.from_numpy(y_np[v].astype(np.float32)),
                   torch.from_numpy(f_np[v])) for k, v in by_size.items()}
-    model = HoleCNN(width=width)
+    model = HoleCNN(width=width, in_channels=3)
     opt = torch.optim.Adam(model.parameters(), lr=3e-3)
     pw = _pos_weight(y_np)
     losses: list[float] = []
     keys = list(groups)
     done = 0
+    best = (-1.0, None, 0)
+    progress(f"holes: {len(crops)} training crops, {len(val[0]) if val else 0} validation crops")
     for ep in range(epochs):
         if max_seconds is not None and time.perf_counter() - t0 > max_seconds:
             progress(f"holes: time budget reached after {ep} epochs")
@@ -221,13 +273,40 @@ def train_holes(train: list[HoleSet], held: list[HoleSet], *, seed: int = 0, epo
             opt.step()
             ep_losses.append(loss.item())
         losses += ep_losses
-        progress(f"holes epoch {ep + 1}/{epochs} loss {np.mean(ep_losses):.4f} ({len(crops)} crops)")
+        msg = f"holes epoch {ep + 1}/{epochs} loss {np.mean(ep_losses):.4f} ({len(crops)} crops)"
+        if val is not None:
+            model.eval()
+            v = float(roc_auc(_scores_by_flag(model, val), val[1]))
+            msg += f" validation AUC {v:.4f}"
+            if v > best[0]:
+                best = (v, copy.deepcopy(model.state_dict()), ep + 1)
+        progress(msg)
     if quick:
         _check_falls(losses, "holes")
+    if best[1] is not None:
+        model.load_state_dict(best[1])
+        progress(f"holes: kept epoch {best[2]} (validation AUC {best[0]:.4f})")
     model.eval()
-    metrics = evaluate_holes(lambda s: _hole_cnn_on(model, s), held) if held else {}
-    return TrainResult(model, {"width": width, "in_channels": 2, "epochs": done, "per_image": per_image},
+    metrics = {}
+    if held:
+        metrics = evaluate_holes(lambda s: _hole_cnn_on(model, s), held)
+        if val is not None:
+            metrics["validation (both views)"] = _auc_block(_scores_by_flag(model, val), val[1])
+    return TrainResult(model, {"width": width, "in_channels": 3, "inputs": 2, "epochs": done,
+                               "kept_epoch": best[2] or done, "per_image": per_image, "views": views},
                        losses, metrics, time.perf_counter() - t0)
+
+
+def _scores_by_flag(model, val) -> np.ndarray:
+    """Scores of validation crops (grouped by I0 flag, then by size inside the scorer)."""
+    from ..models.api import hole_scores_from_crops
+
+    crops, _, flags = val
+    out = np.zeros(len(crops))
+    for f in np.unique(flags):
+        idx = np.flatnonzero(flags == f)
+        out[idx] = hole_scores_from_crops(model, [crops[i] for i in idx], float(f))
+    return out
 
 
 def _hole_cnn_on(model, s: HoleSet) -> np.ndarray:
