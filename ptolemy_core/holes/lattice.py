@@ -128,6 +128,13 @@ MIN_FOLD_SNR = 4.0
 #: Weakest agreement of the two interleaved halves' folded cells (:func:`fold_consistency`);
 #: simulated lattices (tuning split) ≥ 0.67 even at the lowest contrast, lacey-like films ≤ 0.51.
 MIN_CONSISTENCY = 0.6
+#: Consistency needed by a candidate that folds less well than an incoherent one (lacey films
+#: offer many weak candidates, some of them coherent by chance).
+FALLBACK_CONSISTENCY = 0.75
+#: A denser candidate containing the best-folding basis replaces it when it folds at least this
+#: well relative to it (dev: true lattice 0.74 of an index-7 hexagonal sub-lattice; too-dense
+#: lattices ≤ 0.62).
+CONTAIN_FOLD = 0.7
 #: A denser lattice replaces the best-folding one when its extra translations map the folded cell onto
 #: itself with at least this correlation (:func:`denser_candidates`).
 PERIODIC_CORR = 0.5
@@ -137,6 +144,17 @@ DENSER_FOLD = 0.85
 #: Shortest lattice period considered (px at the analysed scale); finer spectral content is dropped.
 MIN_PERIOD = 4.0
 SPECTRAL_THRESHOLD = 6.0
+#: Fold SNR of the gradient-energy image relative to the intensity image's at equal evidence
+#: (its smoothed, skewed pixels make the fold noise estimate low: random bases fold ~1.3× higher).
+ENERGY_NULL = 1.3
+#: The gradient-energy channel is analysed when the intensity's best coherent fold is weaker
+#: than this (contrast low enough for the holes' brightness spread to matter).
+ENERGY_GATE = 30.0
+#: Shortest period (px at the analysed scale) taken from the gradient-energy channel.
+MIN_ENERGY_PERIOD = 8.0
+#: Cell self-correlation needed to accept a denser lattice from the gradient-energy channel
+#: (tuning/dev: true denser lattices of faint holes ≥ 0.88; half-period ring overlap ≤ 0.35).
+PERIODIC_CORR_ENERGY = 0.7
 
 
 def flatten(a: np.ndarray, sigma: float, clip: float | None = None) -> np.ndarray:
@@ -538,7 +556,7 @@ def _refine_on_acf(region: np.ndarray, basis: np.ndarray, centre, level: float) 
     return fit
 
 
-def fold_cell(flat: np.ndarray, basis: np.ndarray, m: int = 24):
+def fold_cell(flat: np.ndarray, basis: np.ndarray, m: int = 24, max_px: int = 200_000):
     """The image folded onto the lattice cell of ``basis``: ``(cell (m, m) mean, noise)`` or None.
 
     ``noise`` is the standard error of a (1-px Gaussian-smoothed) bin mean; None
@@ -546,7 +564,7 @@ def fold_cell(flat: np.ndarray, basis: np.ndarray, m: int = 24):
     """
     h, w = flat.shape
     kmat = np.linalg.inv(basis.T)
-    st = max(1, int(math.ceil(math.sqrt(h * w / 200_000))))
+    st = max(1, int(math.ceil(math.sqrt(h * w / max_px))))
     rows = np.arange(0, h, st, dtype=np.float32)[:, None]
     cols = np.arange(0, w, st, dtype=np.float32)[None, :]
     u = kmat[0, 0] * rows + kmat[0, 1] * cols
@@ -554,18 +572,25 @@ def fold_cell(flat: np.ndarray, basis: np.ndarray, m: int = 24):
     idx = ((np.floor((u - np.floor(u)) * m).astype(np.int64) % m) * m
            + np.floor((v - np.floor(v)) * m).astype(np.int64) % m).ravel()
     vals = flat[::st, ::st].ravel().astype(np.float64)
-    n = np.bincount(idx, minlength=m * m)
+    # normalised convolution (smoothed sums / smoothed counts): a basis commensurate with the
+    # pixel grid (near-integer vectors) samples only some positions of the cell, leaving bins empty
+    n = _wrap_smooth(np.bincount(idx, minlength=m * m).astype(np.float64), m)
     if (n < 3).mean() > 0.2:
         return None
-    mean = np.bincount(idx, vals, minlength=m * m) / np.maximum(n, 1)
-    var = np.bincount(idx, vals * vals, minlength=m * m) / np.maximum(n, 1) - mean ** 2
-    cell = ndi.gaussian_filter(mean.reshape(m, m), 1.0, mode="wrap")
+    cell = _wrap_smooth(np.bincount(idx, vals, minlength=m * m), m) / np.maximum(n, 1e-9)
+    var = _wrap_smooth(np.bincount(idx, vals * vals, minlength=m * m), m) / np.maximum(n, 1e-9) - cell ** 2
+    # standard error of a bin mean, halved for the 1-bin smoothing (conservative: ~3.5 for white noise)
     noise = math.sqrt(max(float(np.median(var)), 1e-12) / max(float(np.median(n)), 1.0)) / 2.0
     return cell, noise
 
 
+def _wrap_smooth(x: np.ndarray, m: int) -> np.ndarray:
+    """A per-bin sum (m·m,) reshaped to the cell and Gaussian-smoothed (1 bin) with wrap-around."""
+    return ndi.gaussian_filter(x.reshape(m, m), 1.0, mode="wrap")
+
+
 def fold_consistency(flat: np.ndarray, basis: np.ndarray, m: int = 24) -> float:
-    """Correlation of the folded cells of two interleaved halves of the image (cell parity).
+    """Correlation of the folded cells of two interleaved halves of the image (mean of two splits).
 
     A real lattice puts the same hole in both halves' cells (correlation near 1, lower
     only at very low contrast); a random pattern (lacey carbon, cracks) folded onto a
@@ -582,29 +607,40 @@ def fold_consistency(flat: np.ndarray, basis: np.ndarray, m: int = 24) -> float:
     fu, fv = np.floor(u), np.floor(v)
     idx = ((np.floor((u - fu) * m).astype(np.int64) % m) * m
            + np.floor((v - fv) * m).astype(np.int64) % m).ravel()
-    half = ((fu + fv).astype(np.int64) % 2).ravel()
+    # cells go to the halves by a hash of their index, not by parity: on a lattice commensurate
+    # with the pixel grid (e.g. a basis of half-integers) each position in the cell is sampled by
+    # one parity class only, and the two parity halves would share no bins at all
     vals = flat[::st, ::st].ravel().astype(np.float64)
-    cells = []
-    for p in (0, 1):
-        sel = half == p
-        n = np.bincount(idx[sel], minlength=m * m)
-        if (n < 2).mean() > 0.2:
-            return 0.0
-        mean = np.bincount(idx[sel], vals[sel], minlength=m * m) / np.maximum(n, 1)
-        c = ndi.gaussian_filter(mean.reshape(m, m), 1.0, mode="wrap")
-        cells.append(c - c.mean())
-    den = math.sqrt(float((cells[0] ** 2).sum()) * float((cells[1] ** 2).sum())) + 1e-20
-    return float((cells[0] * cells[1]).sum()) / den
+    fi, fj = fu.astype(np.int64), fv.astype(np.int64)
+    # two splits, averaged: cell parity (finely interleaved: slow ice/illumination gradients fall
+    # equally in both halves) and a hash of the cell index (cells at random). The normalised
+    # convolution fills the bins that a lattice commensurate with the pixel grid leaves empty
+    # in one parity class.
+    x = (fi * 0x9E3779B1 + fj * 0x85EBCA77) & 0xFFFFFFFF
+    x = ((x ^ (x >> 15)) * 0x2C1B3C6D) & 0xFFFFFFFF
+    out = []
+    for half in (((fi + fj) % 2).ravel(), ((x >> 13) & 1).ravel()):
+        cells = []
+        for p in (0, 1):
+            sel = half == p
+            n = _wrap_smooth(np.bincount(idx[sel], minlength=m * m).astype(np.float64), m)
+            if (n < 2).mean() > 0.2:
+                return 0.0
+            c = _wrap_smooth(np.bincount(idx[sel], vals[sel], minlength=m * m), m) / np.maximum(n, 1e-9)
+            cells.append(c - c.mean())
+        den = math.sqrt(float((cells[0] ** 2).sum()) * float((cells[1] ** 2).sum())) + 1e-20
+        out.append(float((cells[0] * cells[1]).sum()) / den)
+    return 0.5 * (out[0] + out[1])
 
 
-def fold_snr(flat: np.ndarray, basis: np.ndarray, m: int = 24) -> float:
+def fold_snr(flat: np.ndarray, basis: np.ndarray, m: int = 24, max_px: int = 200_000) -> float:
     """Contrast-to-noise of the image folded onto the lattice cell of ``basis``.
 
     The right lattice folds every hole onto one sharp spot; a too-dense lattice
     mixes holes with film (low contrast); a too-sparse one gives the same
     contrast with a larger cell (ties are broken towards the smaller cell).
     """
-    res = fold_cell(flat, basis, m)
+    res = fold_cell(flat, basis, m, max_px)
     if res is None:
         return 0.0
     cell, noise = res
@@ -690,83 +726,162 @@ def estimate_basis(img: np.ndarray, max_side: int = 512, diagnostics: dict | Non
     f = max(1, math.ceil(max(h, w) / max_side))
     cands = []
     scales = []
-    flats, spectra = {}, {}
+    # per scale and channel ("flat": intensities, "energy": gradient energy) the analysed image
+    # and its smoothed spectrum
+    flats: dict[tuple[int, str], np.ndarray] = {}
+    spectra: dict[tuple[int, str], np.ndarray] = {}
     while True:
         scales.append(f)
         if f == 1:
             break
         f = max(1, f // 2)
 
-    def add(b, f, flat):
+    def score(b, f):
+        """Fold SNR of ``b`` (analysed px at scale f): the better channel (energy on the flat's scale)."""
+        s_flat = fold_snr(flats[f, "flat"], b)
+        s_en = fold_snr(flats[f, "energy"], b) / ENERGY_NULL if (f, "energy") in flats else 0.0
+        return (s_flat, "flat") if s_flat >= s_en else (s_en, "energy")
+
+    def add(b, f, ch):
         if abs(float(np.linalg.det(b))) < 1.0:  # degenerate pair
             return
-        b = refine_in_spectrum(spectra[f], b)
+        b = refine_in_spectrum(spectra[f, ch], b)
         lens = np.linalg.norm(b, axis=1)
+        if ch == "energy" and lens.min() < MIN_ENERGY_PERIOD:
+            return  # the gradient energy has no reliable structure this fine
         # at least ~12 cells in the crop: huge cells fold a few defects into a fake "hole";
         # hole lattices are never needle-like (tilt ≤ 60° shortens one axis by 2 at most),
         # while thin cells fold random films (lacey) into a consistent smear
-        if lens.min() < 5.0 or abs(float(np.linalg.det(b))) > flat.size / 12.0 \
+        if lens.min() < 5.0 or abs(float(np.linalg.det(b))) > flats[f, "flat"].size / 12.0 \
                 or lens.max() > MAX_ASPECT * lens.min():
             return
-        cands.append((fold_snr(flat, b), abs(float(np.linalg.det(b))) * f * f, b * f, f))
+        snr, best_ch = score(b, f)
+        cands.append((snr, best_ch, abs(float(np.linalg.det(b))) * f * f, b * f, f))
 
-    for f in scales[:3]:
+    consistency: dict[int, float] = {}
+
+    def best_credible():
+        """Best-folding candidate whose image halves agree (a large spurious cell can fold well)."""
+        need = MIN_CONSISTENCY
+        for c in sorted(cands, key=lambda c: -c[0]):
+            if c[0] < MIN_FOLD_SNR:
+                return None
+            if id(c) not in consistency:
+                consistency[id(c)] = fold_consistency(flats[c[4], c[1]], c[3] / c[4])
+            if consistency[id(c)] >= need:
+                return c
+            # below an incoherent best fold (a random film?) only a clearly coherent cell counts
+            need = FALLBACK_CONSISTENCY
+        return None
+
+    for i, f in enumerate(scales[:3]):
         crop = _central_crop(img, f, max_side)
         if min(crop.shape) < 24:
             continue
         flat = flatten(crop, max(crop.shape) / 8.0)
-        flats[f] = flat
-        spectra[f] = smoothed_spectrum(flat)
+        flats[f, "flat"] = flat
+        spectra[f, "flat"] = smoothed_spectrum(flat)
         for res in (basis_from_acf(whitened_acf(flat), crop.shape), basis_from_spectrum(flat)):
             if res is not None:
-                add(res[0], f, flat)
-        if cands:
-            best = max(cands, key=lambda c: c[0])
-            if best[0] > 12 and np.linalg.norm(best[2], axis=1).min() / best[3] >= 8:
-                break
+                add(res[0], f, "flat")
+        best = best_credible()
+        if i == 0 and (best is None or best[0] < ENERGY_GATE):
+            # holes whose ice (hence brightness) varies by more than their mean contrast with the
+            # film (low contrast) barely show in the intensity's periodicity; their edges do,
+            # whatever each hole's sign. Analysed at the coarsest scale, where low contrast is decided.
+            en = flatten(gradient_energy(crop), max(crop.shape) / 8.0)
+            flats[f, "energy"] = en
+            spectra[f, "energy"] = smoothed_spectrum(en)
+            # the candidates seen so far were scored without this channel
+            cands[:] = [score(c[3] / f, f) + c[2:] if c[4] == f else c for c in cands]
+            consistency.clear()
+            for res in (basis_from_acf(whitened_acf(en), crop.shape), basis_from_spectrum(en)):
+                if res is not None:
+                    add(res[0], f, "energy")
+        best = best_credible()
+        if best is not None and best[0] > 12 and np.linalg.norm(best[3], axis=1).min() / best[4] >= 8:
+            break
     if not flats:
         return None
-    if not cands or max(c[0] for c in cands) < 12:
+    best = best_credible()
+    if best is None or best[0] < 12:
         # weak lattice (low contrast): the ACF and single-bin Fourier peaks miss it; pairs of
         # the strongest smoothed Fourier peaks at the coarsest scale
-        f = max(flats)
+        f = scales[0]
         # ring-like holes (Fresnel fringes) can leave the first-order reflections weaker than
         # the second: a peak pair then spans a lattice over which the true one has index ≤ 4.
         # Every sub-lattice of index ≤ 4 (Hermite normal forms) of the best pairs is folded
         # (unrefined: cheap); the best few are refined and enter the candidates.
         trial = []
-        for b in spectral_candidates(spectra[f], n_best=6):
-            b = refine_in_spectrum(spectra[f], b)
-            for v in sublattices(b, 4):
-                if abs(float(np.linalg.det(v))) <= flats[f].size / 12.0:
-                    trial.append((fold_snr(flats[f], v), v))
+        for ch in ("flat", "energy"):
+            if (f, ch) not in flats:
+                continue
+            norm = 1.0 if ch == "flat" else ENERGY_NULL
+            for b in spectral_candidates(spectra[f, ch], n_best=6):
+                b = refine_in_spectrum(spectra[f, ch], b)
+                for v in sublattices(b, 4):
+                    if abs(float(np.linalg.det(v))) <= flats[f, ch].size / 12.0:
+                        # a strided fold ranks the trials (the best few are refolded in full)
+                        trial.append((fold_snr(flats[f, ch], v, max_px=25_000) / norm, v, ch))
         trial.sort(key=lambda c: -c[0])
-        for _, v in trial[:4]:
-            add(v, f, flats[f])
+        for _, v, ch in trial[:6]:
+            add(v, f, ch)
     diag = diagnostics if diagnostics is not None else {}
     if not cands or max(c[0] for c in cands) < MIN_FOLD_SNR:
         diag["reason"] = "no periodicity"
         return None
-    snr, _, basis, f = max(cands, key=lambda c: c[0])
-    # the best-folding basis may be a sparser sub-lattice (a hole on every node, but not every
-    # hole on a node): densest lattice containing it on which the image still repeats
-    for _ in range(2):
-        for _n, dense, corr in denser_candidates(flats[f], basis / f):
-            dense = refine_in_spectrum(spectra[f], dense)
-            lens = np.linalg.norm(dense, axis=1)
-            if lens.min() < 5.0 or lens.max() > MAX_ASPECT * lens.min():
-                continue
-            d_snr = fold_snr(flats[f], dense)
-            # a too-dense lattice mixes holes with film: its fold contrast roughly halves, and
-            # the two halves of the image no longer agree on the folded cell
-            if (corr >= PERIODIC_CORR or (d_snr >= DENSER_FOLD * snr and corr >= 0.6 * PERIODIC_CORR)) \
-                    and fold_consistency(flats[f], dense) >= 0.9 * fold_consistency(flats[f], basis / f):
-                basis, snr = dense * f, d_snr
-                break
-        else:
+    best = best_credible()
+    diag["candidates"] = [(float(c[0]), c[1], c[3]) for c in sorted(cands, key=lambda c: -c[0])]
+    snr, ch, _, basis, f = best if best is not None else max(cands, key=lambda c: c[0])
+    # a sparser sub-lattice can fold better than the true lattice (its cell's max picks the
+    # luckiest of several hole copies): a denser candidate containing it that folds nearly as
+    # well and coherently is the lattice
+    for c in sorted(cands, key=lambda c: c[2]):
+        if c[2] < 0.9 * abs(float(np.linalg.det(basis))) and c[0] >= CONTAIN_FOLD * snr \
+                and _is_sublattice(basis, c[3], tol=0.08) \
+                and fold_consistency(flats[c[4], c[1]], c[3] / c[4]) >= MIN_CONSISTENCY:
+            snr, ch, _, basis, f = c
             break
-    cons = fold_consistency(flats[f], basis / f)
-    diag.update(fold_snr=float(snr), consistency=cons)
+    # the best-folding basis may be a sparser sub-lattice (a hole on every node, but not every
+    # hole on a node): densest lattice containing it on which the image still repeats. Tried in
+    # both channels: at low contrast the holes' random brightness makes the intensity folds of
+    # sub-lattice cosets differ, while their edges (energy) still repeat.
+    channels = [c for c in ("flat", "energy") if (f, c) in flats]
+    for _ in range(2):
+        found = None
+        for c in channels:
+            fl_c = flats[f, c]
+            base_snr = fold_snr(fl_c, basis / f)
+            base_cons = fold_consistency(fl_c, basis / f)
+            for _n, dense, corr in denser_candidates(fl_c, basis / f):
+                dense = refine_in_spectrum(spectra[f, c], dense)
+                lens = np.linalg.norm(dense, axis=1)
+                shortest = 5.0 if c == "flat" else MIN_ENERGY_PERIOD
+                if lens.min() < shortest or lens.max() > MAX_ASPECT * lens.min():
+                    continue
+                if c == "energy":
+                    # edges of holes half a period across coincide under a half-period shift, so
+                    # the energy fold of a too-dense lattice can stay high: only a near-perfect
+                    # repeat of the whole cell counts there
+                    ok = corr >= PERIODIC_CORR_ENERGY
+                else:
+                    # a too-dense lattice mixes holes with film: its fold contrast roughly halves
+                    d_snr = fold_snr(fl_c, dense)
+                    ok = corr >= PERIODIC_CORR or (d_snr >= DENSER_FOLD * base_snr
+                                                   and corr >= 0.6 * PERIODIC_CORR)
+                # ... and the two halves of the image no longer agree on the folded cell
+                if ok and fold_consistency(fl_c, dense) >= 0.9 * base_cons:
+                    found = (dense, c)
+                    break
+            if found is not None:
+                break
+        if found is None:
+            break
+        basis = found[0] * f
+        snr, ch = score(found[0], f)
+    fl = flats[f, ch]
+    cons = fold_consistency(fl, basis / f)
+    diag.update(fold_snr=float(snr), consistency=cons, channel=ch)
     if cons < MIN_CONSISTENCY:
         # a random pattern (lacey carbon) folds onto some large cell with a high fold SNR,
         # but the two halves of the image disagree on what the cell holds
@@ -785,6 +900,21 @@ def estimate_basis(img: np.ndarray, max_side: int = 512, diagnostics: dict | Non
     _POWER_CACHE[0] = None
     a_, b_ = reduce_basis(basis[0], basis[1])
     return np.vstack([a_, b_]), snr
+
+
+def gradient_energy(a: np.ndarray, sigma: float = 1.0) -> np.ndarray:
+    """Squared gradient magnitude of the dose-normalised image (opaque pixels set to the median).
+
+    Hole edges show in it whatever the sign of each hole's contrast with the film, so its
+    periodicity survives holes whose brightness varies more than their mean contrast.
+    """
+    step = (max(1, a.shape[0] // 256), max(1, a.shape[1] // 256))
+    med = float(np.median(a[::step[0], ::step[1]]))
+    if med > 0:
+        a = np.where(a < 0.3 * med, np.float32(med), a)
+    bg = smooth_background(a, max(a.shape) / 8.0)
+    a = a / np.maximum(bg, np.float32(1e-6 * max(abs(med), 1e-6)))
+    return (ndi.gaussian_gradient_magnitude(a, sigma) ** 2).astype(np.float32)
 
 
 def _central_crop(img: np.ndarray, f: int, side: int) -> np.ndarray:
