@@ -127,6 +127,66 @@ def _run_split(split: str, quick: bool):
     return lines, ranking
 
 
+#: Held-out ROC AUC of the interpretable scorer on the same 27 atlases before the centre-level /
+#: neighbourhood / edge-window features (commit 0b2af4e), for the before -> after column.
+BEFORE_27 = {"single": 0.679, "montage": 0.793, "4k-8k": 0.866, "all": 0.807}
+
+
+def _ranking_breakdown() -> list[str]:
+    """Held-out ranking on bench_models' atlas set (``suite.atlas_sessions("held-out", 12, 3)``,
+    a superset of this benchmark's held-out sessions), by class and by why a square is bad,
+    plus how well the visible fraction of edge-cut squares is measured."""
+    import suite
+
+    from ptolemy_core.metrics import points_in_polygons, roc_auc
+    from ptolemy_core.squares import find_squares
+    from ptolemy_core.synth.atlas import simulate_atlas
+
+    recs = []
+    vis_err = []
+    for name, seed, kw in suite.atlas_sessions("held-out", 12, 3):
+        sim = simulate_atlas(seed, **kw)
+        res = find_squares(sim.data, scorer="interpretable")
+        sq = sim.truth["squares"]
+        polys = [np.asarray(q["vertices"], float)[:, ::-1] for q in sq]
+        pts = np.array([t.center for t in res.targets], float).reshape(-1, 2)
+        inside = points_in_polygons(polys, pts)
+        for n, t in enumerate(res.targets):
+            hits = np.nonzero(inside[:, n])[0]
+            if len(hits) == 1 and inside[hits[0]].sum() == 1:
+                q = sq[hits[0]]
+                recs.append((name, t.score, bool(q["good"]), q["defect"], q["visible_fraction"]))
+                if q["visible_fraction"] < 0.97:
+                    vis_err.append(abs(t.features["visible_fraction"] - q["visible_fraction"]))
+    cls = np.array([r[0] for r in recs])
+    s = np.array([r[1] for r in recs])
+    y = np.array([r[2] for r in recs])
+    defect = np.array([r[3] for r in recs])
+    vis = np.array([r[4] for r in recs])
+    lines = ["| class | atlases | squares | good | ROC AUC before | ROC AUC now |",
+             "|---|---|---|---|---|---|"]
+    n_at = {c: len([1 for x in suite.atlas_sessions("held-out", 12, 3) if x[0] == c]) for c in BEFORE_27}
+    for c in ("single", "montage", "4k-8k", "all"):
+        m = np.ones(len(y), bool) if c == "all" else cls == c
+        n_atlas = sum(v for k, v in n_at.items() if k != "all") if c == "all" else n_at[c]
+        lines.append(f"| {c} | {n_atlas} | {int(m.sum())} | {int(y[m].sum())} | {BEFORE_27[c]:.3f} | "
+                     f"{roc_auc(s[m], y[m]):.3f} |")
+    lines += ["", "Good squares against each kind of bad square (AUC of good vs that group; thick/thin = "
+              "intact film with ice outside 20–100 nm, or a thick defect):", "",
+              "| bad group | squares | AUC good vs group | mean score of group |", "|---|---|---|---|"]
+    groups = [(d, (defect == d) & ~y & (vis >= 0.5)) for d in
+              ("broken", "cracked", "contaminated", "empty", "opaque", "thick", "thin")]
+    groups.append(("< half visible", (vis < 0.5) & ~y))
+    for d, m in groups:
+        if m.any():
+            sel = y | m
+            lines.append(f"| {d} | {int(m.sum())} | {roc_auc(s[sel], y[sel]):.3f} | {s[m].mean():.2f} |")
+    e = np.asarray(vis_err)
+    lines += ["", f"Edge-cut squares (truth visible fraction < 0.97): {len(e)}; |visible_fraction − truth| "
+              f"median {np.median(e):.3f}, 95th percentile {np.percentile(e, 95):.3f}, max {e.max():.3f}."]
+    return lines
+
+
 def _timing():
     from ptolemy_core.squares import find_squares
     from ptolemy_core.synth.atlas import simulate_atlas
@@ -200,6 +260,7 @@ def main(argv=None) -> int:
         rank_lines += r
     timing = _timing()
     tiles = _tiles()
+    breakdown = [] if args.quick else _ranking_breakdown()
     import os
 
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
@@ -224,6 +285,10 @@ def main(argv=None) -> int:
         "|---|---|---|---|---|---|",
         *rank_lines,
         "",
+        *(["Held-out ranking by class on bench_models' atlas set "
+           "(`suite.atlas_sessions(\"held-out\", 12, 3)`: 12 single, 12 montage, 3 4k–8k atlases; "
+           "scorer = interpretable; before = commit 0b2af4e):", "",
+           *breakdown, ""] if breakdown else []),
         "Speed of one in-process `find_squares` call (single-frame 300-mesh atlas at 400 nm/px; best of 3; "
         "finder = localisation + measurements + interpretable score; last column: `scorer=\"auto\"`, "
         "i.e. with the shipped CNN when present, wall / CPU s):",

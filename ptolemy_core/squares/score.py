@@ -25,11 +25,16 @@ next to the bars (meniscus), so the centre is the better thickness probe.
 - ``has_vacuum``, ``od_vacuum`` = ln(I_vac / Ĩ) (the optical depth of the centre against
   the atlas's own vacuum when a broken/empty square gives it, 0 without) and its square;
 - ``od_below`` / ``od_above``: how far that optical depth lies below / above the useful
-  ice window (:data:`OD_WINDOW`), 0 inside it or without vacuum.
+  ice window (:data:`OD_WINDOW`), 0 inside it or without vacuum;
+- ``thin_film`` (1 when the atlas has a vacuum reference and its typical square's optical
+  depth is below :data:`OD_FILM_GATE`: the film barely attenuates, so the optical depth is
+  ice), ``od_ice`` = ``od_vacuum`` × ``thin_film`` and its hinges above / below
+  :data:`OD_ICE_OVER` / :data:`OD_ICE_UNDER` (piecewise-linear: too thick and too thin ice
+  are bad, whatever the other squares look like), and ``od_typical`` (that median).
 
 The only dependence on the other squares is the documented normalisation by the atlas's
-uncut squares (median area and centre level, the neighbours' median level, the vacuum
-level), as the paper normalises crops per atlas.
+uncut squares (median area, centre level and optical depth, the neighbours' median level,
+the vacuum level), as the paper normalises crops per atlas.
 """
 
 from __future__ import annotations
@@ -45,12 +50,23 @@ from ..synth.physics import LAMBDA_NM
 FEATURES = ("log_area", "rel_brightness", "rel_brightness_sq", "rel_brighter", "rel_darker",
             "local_brightness", "local_brighter", "local_darker", "rim", "log_cv", "log_core_cv", "fill",
             "visible_fraction", "half_cut", "touches_edge", "log_peak", "log_dip", "has_vacuum", "od_vacuum",
-            "od_vacuum_sq", "od_below", "od_above")
+            "od_vacuum_sq", "od_below", "od_above", "thin_film", "od_ice", "od_ice_over_010",
+            "od_ice_over_020", "od_ice_over_030", "od_ice_over_040", "od_ice_over_050", "od_ice_under_010",
+            "od_ice_under_015", "od_ice_under_020", "od_typical")
 
 WEIGHTS_NAME = "square_interpretable.json"
 #: Hinges of the optical-depth features: the useful ice window 20–100 nm (/ λ) plus
 #: ~15 nm for a thin carbon film's attenuation.
 OD_WINDOW = ((20.0 + 15.0) / LAMBDA_NM["ice"], (100.0 + 15.0) / LAMBDA_NM["ice"])
+#: The atlas's typical square (median optical depth of its uncut squares against the vacuum)
+#: must be thinner than this for the absolute optical depth to be read as ice: 100 nm of ice
+#: is 0.29, a 10–25 nm carbon film with 15–45 % holes adds 0.02–0.08. A typical square
+#: transmitting less than exp(-0.7) ≈ 50 % of the vacuum has an attenuating film (gold foil,
+#: thick carbon) of unknown thickness in the way, and only relative thickness is meaningful.
+OD_FILM_GATE = 0.7
+#: Hinges of the gated optical depth (``od_ice_over_*`` / ``od_ice_under_*``).
+OD_ICE_OVER = (0.10, 0.20, 0.30, 0.40, 0.50)
+OD_ICE_UNDER = (0.10, 0.15, 0.20)
 #: Neighbours closer than this many pitches serve as the local reference level.
 LOCAL_RADIUS_PITCH = 1.6
 
@@ -73,6 +89,9 @@ def feature_matrix(area: np.ndarray, level: np.ndarray, mean_level: np.ndarray, 
     local = _local_brightness(level, np.asarray(centers, float).reshape(n, 2), full, rb)
     has_vac = 0.0 if od_vac is None else 1.0
     od = np.zeros(n) if od_vac is None else np.asarray(od_vac, float)
+    od_typ = float(np.median(od[ref])) if n else 0.0
+    gate = has_vac * float(od_typ < OD_FILM_GATE)
+    od_ice = od * gate
     visible = np.asarray(visible, float)
     return np.stack([
         np.log(np.maximum(area, 1e-6) / max(float(np.median(area[ref])) if n else 1.0, 1e-6)),
@@ -92,6 +111,11 @@ def feature_matrix(area: np.ndarray, level: np.ndarray, mean_level: np.ndarray, 
         od * od,
         np.maximum(OD_WINDOW[0] - od, 0) * has_vac,
         np.maximum(od - OD_WINDOW[1], 0) * has_vac,
+        np.full(n, gate),
+        od_ice,
+        *(np.maximum(od - k, 0) * gate for k in OD_ICE_OVER),
+        *(np.maximum(k - od, 0) * gate for k in OD_ICE_UNDER),
+        np.full(n, od_typ),
     ], axis=1).reshape(n, len(FEATURES))
 
 
