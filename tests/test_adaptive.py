@@ -12,12 +12,16 @@ from ptolemy_core.errors import PtolemyInputError
 pytest.importorskip("sklearn")
 
 
-def two_group_ranker(seed=0):
+#: The feedback model on its own (no evidence test): always trust the feedback.
+ALWAYS_ADAPT = AdaptiveSettings(prior_wrong_log_odds=-np.inf)
+
+
+def two_group_ranker(seed=0, settings=ALWAYS_ADAPT):
     """20 squares in two clusters of feature space (A: 0-9, B: 10-19), equal priors."""
     rng = np.random.default_rng(seed)
     a = rng.normal([0.0, 0.0], 0.1, size=(10, 2))
     b = rng.normal([5.0, 5.0], 0.1, size=(10, 2))
-    r = SessionRanker()
+    r = SessionRanker(settings)
     r.add_squares(range(20), np.vstack([a, b]), np.full(20, 0.5))
     return r
 
@@ -66,8 +70,8 @@ def test_ucb_beta_trades_exploitation_for_exploration():
         nxt = visit_square(r, sq, [3.0] * 5 + [8.0] * 3, nxt)  # group A: 5/8 good
     s = r.square_scores()
     assert s.sd[15] > s.sd[5]
-    greedy = SessionRanker(AdaptiveSettings(ucb_beta=0.0))
-    explore = SessionRanker(AdaptiveSettings(ucb_beta=3.0))
+    greedy = SessionRanker(AdaptiveSettings(ucb_beta=0.0, prior_wrong_log_odds=-np.inf))
+    explore = SessionRanker(AdaptiveSettings(ucb_beta=3.0, prior_wrong_log_odds=-np.inf))
     for rk in (greedy, explore):
         rk.add_squares(range(20), np.asarray(r._sq_feat), np.full(20, 0.5))
         nxt = 0
@@ -76,6 +80,42 @@ def test_ucb_beta_trades_exploitation_for_exploration():
     g, e = greedy.square_scores(), explore.square_scores()
     assert np.argmax(g.ucb) < 10  # exploit the known-good cluster
     assert np.argmax(e.ucb) >= 10  # explore the unknown one
+
+
+def _ranked_session(ctf_of_visited):
+    """30 squares, prior falling with a feature; the top three report 6 exposures each."""
+    rng = np.random.default_rng(5)
+    feats = rng.normal(0, 1, size=(30, 3))
+    prior = np.clip(0.6 + 0.15 * feats[:, 0] + 0.02 * rng.normal(size=30), 0.05, 0.95)
+    r = SessionRanker(AdaptiveSettings(prior_wrong_log_odds=0.0))  # even odds
+    r.add_squares(range(30), feats, prior)
+    top = np.argsort(-prior)[:3]
+    nxt = 0
+    for sq in top:
+        nxt = visit_square(r, int(sq), [ctf_of_visited] * 6, nxt)
+    rest = np.setdiff1d(np.arange(30), top)
+    return r, prior, rest
+
+
+def test_evidence_test_keeps_prior_order_when_feedback_agrees():
+    # Better than promised (all good): nothing to gain by leaving the prior's order.
+    r, prior, rest = _ranked_session(3.0)
+    s = r.square_scores(rest)
+    assert s.weight < 0.1
+    assert list(np.argsort(-s.ucb, kind="stable")) == list(np.argsort(-prior[rest], kind="stable"))
+    # Worse than promised (all bad): the feedback model takes over and the
+    # look-alikes of the failed squares (high feature 0) drop.
+    r, prior, rest = _ranked_session(9.0)
+    s = r.square_scores(rest)
+    assert s.weight > 0.8
+    assert list(np.argsort(-s.ucb, kind="stable")) != list(np.argsort(-prior[rest], kind="stable"))
+    assert np.all(s.mean < prior[rest] + 1e-9)
+    # The gate's two limits.
+    for odds, expect in ((np.inf, 0.0), (-np.inf, 1.0)):
+        g = SessionRanker(AdaptiveSettings(prior_wrong_log_odds=odds))
+        g.add_squares(range(30), np.asarray(r._sq_feat), prior)
+        visit_square(g, 0, [9.0] * 6, 0)
+        assert g.square_scores().weight == pytest.approx(expect)
 
 
 def test_ice_calibration_recovers_lambda_and_i0_factor():

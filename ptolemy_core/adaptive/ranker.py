@@ -21,6 +21,21 @@ Model (one session)
   ``hole_ucb_beta`` in :class:`AdaptiveSettings`) on the *unclipped* mean,
   mapped strictly increasingly into 0..1 (see :func:`_ucb`): that is the score
   Leginon ranks by (``GP_probs`` for squares, ``prior_score`` for holes).
+* **Evidence test (never worse when the prior is right).** Each model's
+  feedback enters with a weight ``w`` = posterior probability that the prior
+  is wrong for this session: ``score = prior + w (mean - prior) + w β sd``.
+  ``log BF`` = the residual GP's log evidence minus that of the null model
+  "targets do at least as well as their prior scores say, in the prior's
+  order" (outcome = an increasing straight-line calibration of the prior whose
+  mean is at least the mean prior, fitted noise;
+  :func:`ptolemy_core.adaptive.gp.prior_kept_evidence`);
+  ``w = sigmoid(log BF - prior_wrong_log_odds)``. Feedback that is as good as
+  or better than promised keeps the prior's order and explores nothing;
+  feedback worse than promised, or structured by the features, hands the
+  ranking to the GP and its UCB. (A symmetric null -- any increasing
+  calibration of the prior -- cannot tell a wrong prior from a right one when
+  only its top-ranked squares have been visited, so it never opened on the
+  simulated thick-ice sessions.)
 * **Kernel.** ``ConstantKernel + ConstantKernel × RBF + WhiteKernel``: the
   constant term is a session-wide bias of the prior (all squares do worse or
   better than their scores say, e.g. the sample's good rate differs from what
@@ -44,7 +59,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..errors import PtolemyInputError
-from .gp import ResidualGP, residual_gp
+from .gp import ResidualGP, prior_kept_evidence, residual_gp
 from .settings import AdaptiveSettings
 
 
@@ -142,6 +157,9 @@ class Scores:
     mean: np.ndarray
     sd: np.ndarray
     ucb: np.ndarray
+    #: Posterior probability that the prior is wrong for this session (the
+    #: weight of the feedback model in ``mean``/``ucb``; see ``prior_wrong_log_odds``).
+    weight: float = 1.0
 
 
 class SessionRanker:
@@ -293,7 +311,7 @@ class SessionRanker:
         ok = np.isfinite(ctf)
         return float((self._good(ctf[ok]).sum() + 1.0) / (ok.sum() + 2.0))
 
-    def _square_model(self) -> tuple[ResidualGP, np.ndarray, np.ndarray]:
+    def _square_model(self) -> tuple[ResidualGP, np.ndarray, np.ndarray, float]:
         feats = np.asarray(self._sq_feat, dtype=np.float64)
         prior = np.asarray(self._sq_prior)
         x = _standardise(feats)
@@ -323,9 +341,32 @@ class SessionRanker:
             length_scale=1.0,
             length_bounds=(0.1, 20.0),
         )
-        return gp, x, prior
+        weight = self._prior_wrong_weight(gp, np.asarray(y), prior[rows_a] if len(rows_a) else np.zeros(0),
+                                          p * (1 - p) / np.maximum(np.asarray(n, dtype=np.float64), 1.0))
+        return gp, x, prior, weight
 
-    def _hole_model(self) -> tuple[ResidualGP, np.ndarray]:
+    def _prior_wrong_weight(self, gp: ResidualGP, y, prior, var, tau: float | None = None) -> float:
+        """Posterior probability that the prior is wrong for this session (evidence test).
+
+        Compares the residual GP's log evidence with the best "targets do at
+        least as well as their prior scores, in the prior's order" model
+        (:func:`prior_kept_evidence`):
+        feedback better than promised is no reason to leave the prior's order,
+        feedback worse than promised (or structured by the features) is;
+        ``prior_wrong_log_odds`` is the prior log odds *against* "wrong" (a
+        margin the data must beat: the GP's hyper-parameters are fitted).
+        """
+        tau = self.settings.prior_wrong_log_odds if tau is None else tau
+        if tau == -np.inf:
+            return 1.0
+        if len(y) == 0:
+            return 0.0
+        log_bf = gp.log_evidence - prior_kept_evidence(y, prior, var)
+        with np.errstate(invalid="ignore"):
+            z = np.clip(log_bf - tau, -50.0, 50.0)  # tau = -inf: always trust the feedback
+        return float(1.0 / (1.0 + np.exp(-z)))
+
+    def _hole_model(self) -> tuple[ResidualGP, np.ndarray, float]:
         s = self.settings
         t = self.hole_thickness()
         ctf = np.asarray(self._h_ctf)
@@ -346,7 +387,9 @@ class SessionRanker:
             length_scale=float(np.clip(scale, 5.0, 1000.0)),
             length_bounds=(5.0, 1000.0),
         )
-        return gp, t
+        weight = self._prior_wrong_weight(gp, self._good(ctf[idx]), prior[idx],
+                                          np.full(len(idx), p * (1 - p)), s.hole_prior_wrong_log_odds)
+        return gp, t, weight
 
     def _fit(self, key, x, resid, var, *, amplitude, length_scale, length_bounds) -> ResidualGP:
         """Condition the GP; re-fit hyper-parameters only when the data grew by ``refit_growth``.
@@ -373,12 +416,14 @@ class SessionRanker:
         if self.n_squares == 0:
             z = np.zeros(0)
             return Scores(np.zeros(0, np.int64), z, z, z, z)
-        gp, x, prior = self._cached("squares", self._square_model)
+        gp, x, prior, w = self._cached("squares", self._square_model)
         with _one_blas_thread():
             dm, sd = gp.predict(x[idx])
-        raw = prior[idx] + dm
-        ucb = _ucb(raw, sd, prior[idx], self.settings.ucb_beta, gp.prior_var)
-        return Scores(self._ids(self._sq_index, idx), prior[idx], np.clip(raw, 0.0, 1.0), sd, ucb)
+        # Feedback moves the ranking (and buys exploration) only as far as the
+        # evidence says the prior is wrong; w = 0 is exactly the prior order.
+        raw = prior[idx] + w * dm
+        ucb = _ucb(raw, w * sd, prior[idx], self.settings.ucb_beta, gp.prior_var)
+        return Scores(self._ids(self._sq_index, idx), prior[idx], np.clip(raw, 0.0, 1.0), sd, ucb, w)
 
     def hole_scores(self, ids=None) -> Scores:
         """Posterior good-probability of holes; ``ucb`` is what Leginon should rank by."""
@@ -386,7 +431,7 @@ class SessionRanker:
         if self.n_holes == 0:
             z = np.zeros(0)
             return Scores(np.zeros(0, np.int64), z, z, z, z)
-        gp, t = self._cached("holes", self._hole_model)
+        gp, t, w = self._cached("holes", self._hole_model)
         prior = np.asarray(self._h_prior)[idx]
         ti = t[idx]
         known = np.isfinite(ti)
@@ -395,10 +440,10 @@ class SessionRanker:
         if known.any():
             with _one_blas_thread():
                 dm[known], sd[known] = gp.predict(ti[known, None])
-        raw = prior + dm
-        ucb = _ucb(raw, sd, prior, self.settings.hole_ucb_beta, gp.prior_var)
+        raw = prior + w * dm  # as for squares: only as far as the prior is shown wrong
+        ucb = _ucb(raw, w * sd, prior, self.settings.hole_ucb_beta, gp.prior_var)
         mean = np.clip(raw, 0.0, 1.0)
-        return Scores(self._ids(self._h_index, idx), prior, mean, sd, ucb)
+        return Scores(self._ids(self._h_index, idx), prior, mean, sd, ucb, w)
 
     def ice_window(self, grid_nm=None, level: float = 0.5) -> tuple[float, float] | None:
         """The learned good-ice window: calibrated thicknesses where P(good) ≥ ``level``.
@@ -408,7 +453,7 @@ class SessionRanker:
         """
         if self.n_holes == 0:
             return None
-        gp, t = self._cached("holes", self._hole_model)
+        gp, t, _ = self._cached("holes", self._hole_model)
         grid = np.arange(0.0, 300.0, 1.0) if grid_nm is None else np.asarray(grid_nm, float)
         pbar = float(np.mean(self._h_prior))
         dm, _ = gp.predict(grid[:, None])

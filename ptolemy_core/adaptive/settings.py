@@ -54,6 +54,24 @@ class AdaptiveSettings:
         target does better/worse than its score says). Off by default: on the
         simulated sessions it slowed the move away from a wrong prior (bad news
         lowers all targets alike instead of favouring the unlike ones).
+    prior_wrong_log_odds : float
+        Evidence test for squares: the feedback model moves the square
+        ranking with weight ``w = sigmoid(log BF - prior_wrong_log_odds)``,
+        where ``log BF`` = the residual GP's log evidence minus that of the
+        best "the prior keeps its promise" model (outcome = an increasing
+        straight-line calibration of the prior whose mean is at least the
+        mean prior: targets do at least as well as their scores say, in the
+        prior's order). ``w`` scales both the residual and the UCB
+        exploration bonus, so while the feedback agrees with the prior the
+        prior's order is kept. ``-inf`` = always trust the feedback model (no
+        test, the behaviour before it existed); ``inf`` = always the prior order.
+    hole_prior_wrong_log_odds : float
+        The same test for the hole model; off (``-inf``) by default: with
+        0/1 outcomes under a Gaussian likelihood it has little power (15
+        exposures perfectly separated by thickness give ``log BF`` ≈ 0), and
+        without it the hole re-ranking cost at most 1 exposure in a session on
+        the train split (6/60 usual, 0/60 thick, 2/60 thin sessions; squares
+        by prior order in that run).
     max_train_points : int
         The hole GP is conditioned on at most this many most recent exposures
         (exact GP cost grows as n³; ~20 ms at 400 points).
@@ -66,6 +84,8 @@ class AdaptiveSettings:
     lambda_nm: float = LAMBDA_NM["ice"]
     lambda_bounds_nm: tuple[float, float] = (150.0, 800.0)
     min_calibration_points: int = 6
+    prior_wrong_log_odds: float = 0.0
+    hole_prior_wrong_log_odds: float = float("-inf")
     max_train_points: int = 400
     session_bias: bool = False
     refit_growth: float = 1.5

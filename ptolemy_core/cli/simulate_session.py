@@ -22,6 +22,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="comma-separated subset of random, prior, reference-gp, ours")
     parser.add_argument("--ucb-beta", type=float, default=None, help="override the square UCB weight")
     parser.add_argument("--hole-ucb-beta", type=float, default=None, help="override the hole UCB weight")
+    parser.add_argument("--prior-wrong-log-odds", type=float, default=None, metavar="TAU",
+                        help="override the evidence test's margin (inf = prior order, -inf = no test)")
+    parser.add_argument("--tune-evidence", action="store_true",
+                        help="grid-search the evidence margin against prior-only (use with --split train)")
     parser.add_argument("--tune", action="store_true",
                         help="grid-search the UCB weights (use with --split train) and print the grid")
     parser.add_argument("--plot", default=None, metavar="PNG", help="write cumulative-good curves (PNG)")
@@ -105,8 +109,26 @@ def run(args: argparse.Namespace) -> int:
         settings = replace(settings, ucb_beta=args.ucb_beta)
     if args.hole_ucb_beta is not None:
         settings = replace(settings, hole_ucb_beta=args.hole_ucb_beta)
+    if args.prior_wrong_log_odds is not None:
+        settings = replace(settings, prior_wrong_log_odds=args.prior_wrong_log_odds)
     seeds = range(args.seed, args.seed + args.sessions)
     common = dict(split=args.split, budget=args.budget, per_square=args.per_square, interval=args.interval)
+    if args.tune_evidence:
+        print("| prior_wrong_log_odds | " + " | ".join(f"{sc}: gain, worse, worst, lost" for sc in scenarios)
+              + " |")
+        print("|---:|" + "---|" * len(scenarios))
+        base = run_benchmark(seeds, scenarios=scenarios, policies=("prior",), settings=settings, **common)
+        for tau in (-np.inf, 0.0, 1.0, 2.0, 3.0, 5.0):
+            s = replace(settings, prior_wrong_log_odds=tau)
+            res = run_benchmark(seeds, scenarios=scenarios, policies=("ours",), settings=s, **common)
+            cells = []
+            for sc in scenarios:
+                ours, prior = np.asarray(res["good"][sc]["ours"]), np.asarray(base["good"][sc]["prior"])
+                d = ours - prior
+                cells.append(f"{100 * (ours.mean() / max(prior.mean(), 1e-9) - 1):+.0f} %, "
+                             f"{int(np.sum(d < 0))}/{len(d)}, {int(d.min()):+d}, {int(d[d < 0].sum()):+d}")
+            print(f"| {tau:g} | " + " | ".join(cells) + " |", flush=True)
+        return 0
     if args.tune:
         print("| ucb_beta | hole_ucb_beta | " + " | ".join(scenarios) + " | mean |")
         print("|---:|---:|" + "---:|" * len(scenarios) + "---:|")
@@ -126,7 +148,8 @@ def run(args: argparse.Namespace) -> int:
     print(f"good exposures (CTF < {settings.ctf_good_A:g} Å) in a budget of {args.budget}, "
           f"{args.per_square} per square, split {args.split}, "
           f"seeds {args.seed}..{args.seed + args.sessions - 1}, "
-          f"ucb_beta {settings.ucb_beta:g}, hole_ucb_beta {settings.hole_ucb_beta:g} (mean ± sd):")
+          f"ucb_beta {settings.ucb_beta:g}, hole_ucb_beta {settings.hole_ucb_beta:g}, "
+          f"prior_wrong_log_odds {settings.prior_wrong_log_odds:g} (mean ± sd):")
     print()
     print(_table(res, scenarios, policies))
     print()
