@@ -43,15 +43,27 @@ class Measurements:
     core_std: np.ndarray | None = None  # intensity spread there
 
 
-def measure(work: np.ndarray, smooth: np.ndarray, labels: np.ndarray, bar: np.ndarray) -> Measurements:
-    """Label-wise statistics in one pass each (``np.bincount``)."""
+def measure(work: np.ndarray, smooth: np.ndarray, labels: np.ndarray, bar: np.ndarray,
+            valid: np.ndarray | None = None) -> Measurements:
+    """Label-wise statistics in one pass each (``np.bincount``).
+
+    ``valid`` (working-scale bool mask, optional) marks pixels that carry signal: the
+    intensity statistics skip the others (constant-filled gaps between montage tiles);
+    ``count`` and the edge flag use every pixel of the segment.
+    """
     n = int(labels.max())
+    all_labels = labels
+    if valid is not None and not valid.all():
+        kept = np.where(valid, labels, 0)
+        # A segment wholly inside a gap keeps its pixels (no statistics otherwise).
+        has = np.bincount(kept.ravel(), minlength=n + 1) > 0
+        labels = np.where(valid | ~has[labels], labels, 0)
+    count = np.bincount(all_labels.ravel(), minlength=n + 1)[1:].astype(np.float64)
     flat = labels.ravel()
     w = work.ravel().astype(np.float64)
-    count = np.bincount(flat, minlength=n + 1)[1:].astype(np.float64)
+    safe = np.maximum(np.bincount(flat, minlength=n + 1)[1:].astype(np.float64), 1)
     s1 = np.bincount(flat, weights=w, minlength=n + 1)[1:]
     s2 = np.bincount(flat, weights=w * w, minlength=n + 1)[1:]
-    safe = np.maximum(count, 1)
     mean = s1 / safe
     std = np.sqrt(np.maximum(s2 / safe - mean * mean, 0))
     bar_mean = np.bincount(flat, weights=bar.ravel().astype(np.float64), minlength=n + 1)[1:] / safe
@@ -77,7 +89,7 @@ def measure(work: np.ndarray, smooth: np.ndarray, labels: np.ndarray, bar: np.nd
     for _ in range(max(0, int(round(0.18 * side)) - 2)):
         deep = _erode_labels(deep)
     c_count = np.bincount(deep.ravel(), minlength=n + 1)[1:].astype(np.float64)
-    few = c_count < np.maximum(4.0, 0.05 * count)
+    few = c_count < np.maximum(4.0, 0.05 * safe)
     deep = np.where(np.concatenate([[False], few])[labels], src, deep)
     dflat = deep.ravel()
     c_count = np.maximum(np.bincount(dflat, minlength=n + 1)[1:].astype(np.float64), 1)
@@ -86,7 +98,7 @@ def measure(work: np.ndarray, smooth: np.ndarray, labels: np.ndarray, bar: np.nd
     core_mean = c1 / c_count
     core_std = np.sqrt(np.maximum(c2 / c_count - core_mean * core_mean, 0))
     border = np.zeros(n + 1, bool)
-    for edge in (labels[0], labels[-1], labels[:, 0], labels[:, -1]):
+    for edge in (all_labels[0], all_labels[-1], all_labels[:, 0], all_labels[:, -1]):
         border[edge] = True
     return Measurements(count, mean, std, bar_mean, peak, border[1:], dip, noise, core_mean, core_std)
 
@@ -127,3 +139,40 @@ def ice_estimates(m: Measurements, full: np.ndarray) -> tuple[float | None, np.n
             # Per segment: vacuum above its own bar level (offset), same vacuum signal.
             thick = np.maximum(lam * np.log(vac / above), 0.0)
     return i0, thick, rel, med
+
+
+def fill_lines(data: np.ndarray, stride: int = 7) -> tuple[np.ndarray, np.ndarray]:
+    """Rows and columns of the full-resolution image that hold one constant value.
+
+    Montages assembled from tiles leave gaps filled with zero or a constant; where such a
+    line crosses a square it looks like a crack (bright) or a scratch (dark) and must not
+    enter the square's statistics. A line is checked on every ``stride``-th pixel first
+    (cheap), candidates over their whole length. Returns boolean masks (rows, cols).
+    """
+    def const(a: np.ndarray, axis: int) -> np.ndarray:
+        sub = a[:, ::stride] if axis == 1 else a[::stride, :]
+        cand = np.ptp(sub, axis=axis) == 0
+        idx = np.flatnonzero(cand)
+        if len(idx):
+            full = a[idx, :] if axis == 1 else a[:, idx]
+            cand[idx] = np.ptp(full, axis=axis) == 0
+        return cand
+
+    return const(data, 1), const(data, 0)
+
+
+def valid_mask(data: np.ndarray, scale: int, shape: tuple[int, int]) -> np.ndarray | None:
+    """Working-scale mask of pixels untouched by constant fill lines (± one working pixel,
+    the smoothing's reach), or None when the atlas has none."""
+    rows, cols = fill_lines(data)
+    if not rows.any() and not cols.any():
+        return None
+    valid = np.ones(shape, bool)
+    for axis, lines in ((0, rows), (1, cols)):
+        hit = np.unique(np.minimum(np.flatnonzero(lines) // scale, shape[axis] - 1))
+        hit = np.unique(np.clip(np.concatenate([hit - 1, hit, hit + 1]), 0, shape[axis] - 1))
+        if axis == 0:
+            valid[hit, :] = False
+        else:
+            valid[:, hit] = False
+    return valid
