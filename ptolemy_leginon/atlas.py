@@ -9,7 +9,7 @@ Plain functions, no Leginon.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -212,6 +212,10 @@ def place_tile_squares(
         tile = by_key[key]
         for i, t in enumerate(targets):
             verts = [tile_to_mosaic(v, tile) for v in t.vertices] or [tile_to_mosaic(t.center, tile)]
+            features = dict(t.features)
+            if features.get("expected_vertices"):  # the full window, for the union's visibility
+                features["expected_vertices"] = [tile_to_mosaic(v, tile)
+                                                 for v in features["expected_vertices"]]
             out.append(
                 MosaicSquare(
                     center=tile_to_mosaic(t.center, tile),
@@ -219,14 +223,29 @@ def place_tile_squares(
                     area=float(t.area),
                     brightness=float(t.brightness),
                     score=float(t.score),
-                    features=dict(t.features),
+                    features=features,
                     views=[(key, i)],
                 )
             )
     return out
 
 
-def merge_squares(squares: Sequence[MosaicSquare]) -> list[MosaicSquare]:
+def _union_visible(members: Sequence[MosaicSquare], hull: list[RowCol]) -> tuple[float, float] | None:
+    """``(visible fraction, area)`` of the union of cut views inside their expected window, or None."""
+    windows = [m.features.get("expected_vertices") for m in members]
+    windows = [w for w in windows if w and len(w) >= 3]
+    if not windows or len(hull) < 3:
+        return None
+    expected = convex_hull(windows[0])
+    full = polygon_area(expected)
+    if full <= 0:
+        return None
+    inside = convex_intersection_area(hull, expected)
+    return min(inside / full, 1.0), inside
+
+
+def merge_squares(squares: Sequence[MosaicSquare], rescore: Callable[..., float] | None = None
+                  ) -> list[MosaicSquare]:
     """Merge views of the same square seen on overlapping tiles.
 
     Two views from different tiles are the same square when :func:`same_square`
@@ -239,6 +258,13 @@ def merge_squares(squares: Sequence[MosaicSquare]) -> list[MosaicSquare]:
     * area: largest complete view, else the area of the union outline;
     * brightness: area-weighted mean; score: the maximum;
     * features: those of the largest complete view, plus ``n_views``.
+
+    When every view is cut by a tile edge, each was scored as a cut square; the union of
+    the views may show much more of it. Then ``visible_fraction`` becomes the union's share
+    of the expected window (the finder's ``expected_vertices``) and, given ``rescore``
+    (``(score, old_visible, new_visible, area_ratio) -> score``, e.g.
+    :func:`ptolemy_core.squares.score.rescore_visibility` for the interpretable model),
+    the most visible view's score is moved to that visibility.
 
     Views from the same tile are never merged with each other.
     """
@@ -313,13 +339,23 @@ def merge_squares(squares: Sequence[MosaicSquare]) -> list[MosaicSquare]:
         brightness = float((bright[ok] * wa[ok]).sum() / wa[ok].sum()) if ok.any() else float("nan")
         features = dict(best.features, n_views=len(members))
         features["touches_edge"] = not any(m.complete for m in members)
+        score = max(m.score for m in members)
+        union = None if any(m.complete for m in members) else _union_visible(members, hull)
+        if union is not None:
+            most = max(members, key=lambda m: float(m.features.get("visible_fraction", 0.0)))
+            old = float(most.features.get("visible_fraction", 0.0))
+            if union[0] > old:
+                features = dict(most.features, n_views=len(members), visible_fraction=union[0],
+                                touches_edge=union[0] < 0.99)
+                if rescore is not None:
+                    score = max(score, rescore(most.score, old, union[0], union[1] / max(most.area, 1e-9)))
         merged.append(
             MosaicSquare(
                 (float(center[0]), float(center[1])),
                 hull,
                 float(area),
                 brightness,
-                max(m.score for m in members),
+                score,
                 features,
                 [v for m in members for v in m.views],
             )
@@ -337,10 +373,15 @@ def assign_tiles(squares: Sequence[MosaicSquare], tiles: Sequence[TilePlacement]
 
 
 def squares_from_tiles(
-    tile_targets: Mapping[Any, Sequence[Target]], tiles: Sequence[TilePlacement]
+    tile_targets: Mapping[Any, Sequence[Target]],
+    tiles: Sequence[TilePlacement],
+    rescore: Callable[..., float] | None = None,
 ) -> list[MosaicSquare]:
-    """Place, merge and assign: per-tile targets -> ranked squares on the mosaic (highest score first)."""
-    merged = merge_squares(place_tile_squares(tile_targets, tiles))
+    """Place, merge and assign: per-tile targets -> ranked squares on the mosaic (highest score first).
+
+    ``rescore``: see :func:`merge_squares` (None keeps the per-view scores, e.g. for the CNN).
+    """
+    merged = merge_squares(place_tile_squares(tile_targets, tiles), rescore)
     assign_tiles(merged, tiles)
     merged.sort(key=lambda s: (-s.score, s.center[0], s.center[1]))
     for rank, s in enumerate(merged, start=1):

@@ -291,6 +291,14 @@ class SquareNodeMixin:
         if tf is not None:
             tf.clear()
 
+    def _ptolemy_rescore(self):
+        """The interpretable model's visibility re-score for squares cut by tile edges (None for the CNN)."""
+        if self.settings.get("ptolemy scorer", "auto") not in ("auto", "interpretable"):
+            return None
+        from ptolemy_core.squares.score import rescore_visibility
+
+        return rescore_visibility
+
     def findSquareBlobs(self) -> list[Any]:
         """Gather the tiles' squares, merge them on the mosaic; ``StatsBlob`` s in the finder-mosaic frame."""
         statssquare = self._leginon["statssquare"]
@@ -306,7 +314,7 @@ class SquareNodeMixin:
                     key, tile.image, None, self.settings.get("ptolemy scorer", "auto")
                 )
         found.update(self._ptolemy_tiles().results(list(tilemap.keys())))
-        squares = squares_from_tiles(found, tile_placements(tilemap))
+        squares = squares_from_tiles(found, tile_placements(tilemap), self._ptolemy_rescore())
         scale = self.finder_mosaic.scale or 1.0
         blobs = []
         for i, sq in enumerate(squares):

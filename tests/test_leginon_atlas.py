@@ -180,3 +180,47 @@ def test_geometry_helpers():
     assert not atlas.point_in_polygon((11, 5), sq)
     hull = atlas.convex_hull(sq + [(5, 5), (0, 0)])
     assert sorted(hull) == sorted((float(a), float(b)) for a, b in sq)
+
+
+def test_cut_views_rescored_on_their_union_visibility():
+    # one 40x40 window at mosaic rows 30..70, cols 80..120, straddling three tiles' edges:
+    # each tile sees less than half of it, together they see 30/40 of its width
+    def view(cols, corner_col, score, vis):
+        c0, c1 = cols
+        return Target(
+            "square",
+            (50.0, (c0 + c1) / 2),
+            ((30.0, c0), (30.0, c1), (70.0, c1), (70.0, c0)),
+            40.0 * (c1 - c0),
+            score,
+            2.0,
+            {
+                "touches_edge": True,
+                "visible_fraction": vis,
+                "expected_vertices": tuple(
+                    (r, c - corner_col) for r, c in ((30.0, 80.0), (30.0, 120.0), (70.0, 120.0), (70.0, 80.0))
+                ),
+            },
+        )
+
+    left = view((80.0, 99.0), 0.0, 0.2, 19 / 40)
+    right = view((0.0, 20.0), 90.0, 0.25, 20 / 40 - 1e-3)  # mosaic cols 90..110
+    tiles = [cv.TilePlacement("a", (0.0, 0.0), (100, 100)), cv.TilePlacement("b", (0.0, 90.0), (100, 100))]
+    placed = atlas.place_tile_squares({"a": [left], "b": [right]}, tiles)
+    # the expected window travels to mosaic pixels with the view
+    assert placed[1].features["expected_vertices"][0] == pytest.approx((30.0, 80.0))
+    calls = []
+
+    def rescore(score, old, new, area_ratio):
+        calls.append((score, old, new, area_ratio))
+        return 0.9
+
+    (m,) = atlas.merge_squares(placed, rescore)
+    score, old, new, ratio = calls[0]
+    assert score == 0.25 and old == pytest.approx(0.5 - 1e-3)  # the most visible view
+    assert new == pytest.approx(30 / 40) and ratio == pytest.approx(1200 / 800)
+    assert m.score == 0.9 and m.features["visible_fraction"] == pytest.approx(0.75)
+    assert m.features["touches_edge"] is True  # a quarter is still missing
+    # without a re-scorer (e.g. the CNN) the views' best score stands, visibility is still corrected
+    (m2,) = atlas.merge_squares(atlas.place_tile_squares({"a": [left], "b": [right]}, tiles))
+    assert m2.score == 0.25 and m2.features["visible_fraction"] == pytest.approx(0.75)

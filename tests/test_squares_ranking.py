@@ -145,3 +145,22 @@ def test_montage_gap_lines_do_not_enter_square_statistics():
         assert t.features["core"] == pytest.approx(twin.features["core"], rel=0.03)
         assert t.features["std"] < 1.3 * twin.features["std"] + 1e-6
     assert crossed >= 3
+
+
+def test_rescore_visibility_equals_rescoring_the_changed_features():
+    from ptolemy_core.squares import score as sc
+
+    model = sc.load_interpretable()
+    assert model is not None
+    names = list(sc.FEATURES)
+    rng = np.random.default_rng(3)
+    x = np.asarray(model["mean"], float) + rng.normal(0, 0.3, len(names)) * np.asarray(model["sd"], float)
+    x[names.index("visible_fraction")], x[names.index("half_cut")] = 0.4, 1.0
+    s_cut = float(sc.logistic_scores(x[None], model)[0])
+    y = x.copy()
+    y[names.index("visible_fraction")], y[names.index("half_cut")] = 0.9, 0.0
+    y[names.index("log_area")] += np.log(2.0)
+    s_full = float(sc.logistic_scores(y[None], model)[0])
+    assert sc.rescore_visibility(s_cut, 0.4, 0.9, 2.0, model) == pytest.approx(s_full, rel=1e-9)
+    assert s_full > s_cut  # more of the square seen: a cut square's penalty is lifted
+    assert sc.rescore_visibility(s_cut, 0.4, 0.3, 1.0, model) == s_cut  # never lowered here

@@ -206,3 +206,43 @@ def fallback_scores(x: np.ndarray) -> np.ndarray:
     z = (-3.0 * x[:, 2] - 2.0 * np.abs(x[:, 0]) - 1.5 * x[:, 14] - 3.0 * x[:, 13] - 2.0 * x[:, 15]
          - 2.0 * x[:, 16])
     return 1.0 / (1.0 + np.exp(-(z + 1.0)))
+
+
+def rescore_visibility(score: float, old_visible: float, new_visible: float, area_ratio: float = 1.0,
+                       model: dict | None = None) -> float:
+    """The interpretable score of a square whose visible fraction turned out to be larger.
+
+    A square cut by a tile edge is scored on that tile as cut (``visible_fraction`` and
+    ``half_cut`` lower its logit). When several overlapping tiles together show more of it
+    (Leginon's atlas tiles), only those two features and the rectangle area change, so the
+    logistic model's logit moves by exactly ``Σ w_i Δx_i / sd_i`` — no need to re-measure
+    the square.
+
+    Parameters
+    ----------
+    score : float
+        The view's interpretable score (0..1).
+    old_visible, new_visible : float
+        Visible fraction of the view and of the union of the views.
+    area_ratio : float
+        Area of the union of the views / area of the view (``log_area`` moves by its log).
+    model : dict, optional
+        The logistic model; default the shipped one.
+
+    Returns
+    -------
+    float
+        The score with the new visibility (the old one when no model is available or the
+        visibility did not grow).
+    """
+    model = model if model is not None else load_interpretable()
+    if model is None or not new_visible > old_visible or list(model["features"]) != list(FEATURES):
+        return float(score)
+    names = list(model["features"])
+    w = np.asarray(model["coef"], float) / np.asarray(model["sd"], float)
+    dz = w[names.index("visible_fraction")] * (new_visible - old_visible)
+    dz += w[names.index("half_cut")] * (float(new_visible < 0.5) - float(old_visible < 0.5))
+    dz += w[names.index("log_area")] * float(np.log(max(area_ratio, 1e-6)))
+    s = min(max(float(score), 1e-12), 1.0 - 1e-12)
+    z = np.log(s / (1.0 - s)) + dz
+    return float(1.0 / (1.0 + np.exp(-z)))
