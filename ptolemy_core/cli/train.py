@@ -118,7 +118,8 @@ def run(args: argparse.Namespace) -> int:
         raise PtolemyInputError(f"fewer than 2 images in {args.data} hold a {what}")
     tr, ho = D.split(len(sets), args.seed)
     train, held = [sets[i] for i in tr], [sets[i] for i in ho]
-    epochs = args.epochs or (8 if args.quick else 25)
+    # Quick: 30 epochs of a few images (8 left the loss check at the mercy of the seed).
+    epochs = args.epochs or (30 if args.quick else 25)
     budget = None if args.max_minutes is None else 60.0 * args.max_minutes
     try:
         if args.model == "squares":
