@@ -18,6 +18,10 @@ from . import locate, measure, score
 TARGET_PITCH_WORK = 24.0
 #: Opaque-bar level, relative to the darker of film and hole (carbon films).
 BAR_LEVEL = 0.55
+#: A hole keeps its own measured centre (not the fitted lattice node) above this template match
+#: (dev set: 0.3 -> 0.5 cut the median centre error of faint holes by ~10 %; the lattice fit
+#: from all holes is better than a weakly matched single hole).
+CENTRE_MIN_NCC = 0.5
 
 
 @dataclass
@@ -132,7 +136,7 @@ def find_holes(
     cen, ncc = cmap.refine(nodes, max(2, int(math.ceil(0.1 * pitch_w))))
     del cmap
     dev = np.linalg.norm(cen - nodes, axis=1)
-    use = (ncc > 0.3) & (dev < 0.25 * model.b + 1.0)
+    use = (ncc > CENTRE_MIN_NCC) & (dev < 0.25 * model.b + 1.0)
     centres = np.where(use[:, None], cen, nodes)
     return _assemble(img, work, s, smooth, cf, centres, idx, ncc, model, bar_mask, basis, origin, i0,
                      scorer, notes)
