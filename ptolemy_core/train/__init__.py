@@ -32,5 +32,14 @@ without a JSON are skipped. Two JSON forms are accepted:
 training seeds (≥ 100000) and parameter ranges distinct from the benchmarks'.
 
 Splits: images are shuffled with the seed; 20 % (at least one) are held out,
-the model is trained on the rest, and the held-out ROC AUC is reported.
+the model is trained on the rest, and the held-out ROC AUC is reported. The
+square and hole CNNs keep the epoch with the best AUC on that split (early
+stopping), so its figure is optimistic; ``benchmarks/`` holds the real held-out.
+
+Other image sources: every training image is also seen once as a *display look*
+(:func:`ptolemy_core.train.data.display_look`: another dose/gain, detector
+offset, gamma and 8-bit rounding; atlases also another illumination, see
+:func:`ptolemy_core.train.data.illumination_look`), with I0 unknown. Together
+with the version-2 inputs (:mod:`ptolemy_core.models.crops`) this keeps the
+scores from depending on how an image was exposed or saved.
 """
