@@ -61,12 +61,15 @@ class AdaptiveSettings:
         best "the prior keeps its promise" model (outcome = an increasing
         straight-line calibration of the prior whose mean is at least the
         mean prior: targets do at least as well as their scores say, in the
-        prior's order). Chosen on the *train* split (seeds 0-39, 100
-        exposures, the three scenarios; rule: fewest exposures lost against
-        prior-only, summed over the scenarios): margins 0 / 2 / 5 lost 12 / 7 /
-        11 exposures in 5 / 4 / 4 of 120 sessions, gains over prior-only
-        +11/+71/+31 %, +11/+71/+29 %, +11/+59/+28 % (usual/thick/thin); without
-        the test (``-inf``, seeds 0-59) 44 exposures in 16 of 180 sessions
+        prior's order). Chosen on the *train* split with ``ptolemy
+        simulate-session --tune-evidence --split train --seed 0 --sessions 40``
+        (100 exposures, the three scenarios; rule: fewest exposures lost
+        against prior-only summed over the scenarios, ties to the larger
+        margin): margins -inf / 0 / 1 / 2 / 3 / 5 lost 22 / 12 / 7 / 7 / 8 / 11
+        exposures in 8 / 5 / 4 / 4 / 4 / 4 of 120 sessions; with 2 the gains
+        over prior-only were +11 / +71 / +29 % (usual / thick / thin; -inf:
+        +11 / +80 / +28 %). Before the test existed (``-inf``, seeds 0-59) 16
+        of 180 sessions were worse than prior-only
         (worst -8). ``w`` scales both the residual and the UCB
         exploration bonus, so while the feedback agrees with the prior the
         prior's order is kept. ``-inf`` = always trust the feedback model (no
