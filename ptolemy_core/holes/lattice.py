@@ -756,14 +756,16 @@ def estimate_basis(img: np.ndarray, max_side: int = 512, diagnostics: dict | Non
                 or lens.max() > MAX_ASPECT * lens.min():
             return
         snr, best_ch = score(b, f)
-        cands.append((snr, best_ch, abs(float(np.linalg.det(b))) * f * f, b * f, f))
+        cands.append((snr, best_ch, abs(float(np.linalg.det(b))) * f * f, b * f, f, ch))
 
     consistency: dict[int, float] = {}
 
-    def best_credible():
+    def best_credible(source=None):
         """Best-folding candidate whose image halves agree (a large spurious cell can fold well)."""
         need = MIN_CONSISTENCY
         for c in sorted(cands, key=lambda c: -c[0]):
+            if source is not None and c[5] != source:
+                continue
             if c[0] < MIN_FOLD_SNR:
                 return None
             if id(c) not in consistency:
@@ -798,7 +800,9 @@ def estimate_basis(img: np.ndarray, max_side: int = 512, diagnostics: dict | Non
             for res in (basis_from_acf(whitened_acf(en), crop.shape), basis_from_spectrum(en)):
                 if res is not None:
                     add(res[0], f, "energy")
-        best = best_credible()
+        # only the intensity's own candidates stop the descent in scale: at a coarse scale the
+        # energy channel can offer a sparse sub-lattice of a lattice too fine to resolve there
+        best = best_credible("flat")
         if best is not None and best[0] > 12 and np.linalg.norm(best[3], axis=1).min() / best[4] >= 8:
             break
     if not flats:
@@ -832,15 +836,20 @@ def estimate_basis(img: np.ndarray, max_side: int = 512, diagnostics: dict | Non
         return None
     best = best_credible()
     diag["candidates"] = [(float(c[0]), c[1], c[3]) for c in sorted(cands, key=lambda c: -c[0])]
-    snr, ch, _, basis, f = best if best is not None else max(cands, key=lambda c: c[0])
+    snr, ch, _, basis, f, _src = best if best is not None else max(cands, key=lambda c: c[0])
     # a sparser sub-lattice can fold better than the true lattice (its cell's max picks the
     # luckiest of several hole copies): a denser candidate containing it that folds nearly as
     # well and coherently is the lattice
+    # (in every analysed channel: holes about half a period across put the edges of a too-dense
+    # lattice's cell onto each other, so the energy fold alone can hold up for it)
     for c in sorted(cands, key=lambda c: c[2]):
         if c[2] < 0.9 * abs(float(np.linalg.det(basis))) and c[0] >= CONTAIN_FOLD * snr \
                 and _is_sublattice(basis, c[3], tol=0.08) \
+                and all(fold_snr(flats[c[4], k], c[3] / c[4])
+                        >= CONTAIN_FOLD * fold_snr(flats[c[4], k], basis / c[4])
+                        for k in ("flat", "energy") if (c[4], k) in flats) \
                 and fold_consistency(flats[c[4], c[1]], c[3] / c[4]) >= MIN_CONSISTENCY:
-            snr, ch, _, basis, f = c
+            snr, ch, _, basis, f, _src = c
             break
     # the best-folding basis may be a sparser sub-lattice (a hole on every node, but not every
     # hole on a node): densest lattice containing it on which the image still repeats. Tried in
