@@ -191,39 +191,48 @@ def _assemble(img, work, s, smooth, cf, centres, idx, ncc, model, bar_mask, basi
         basis=np.vstack(lat.reduce_basis(basis[0] * s, basis[1] * s)),
         origin=(origin + 0.5) * s - 0.5,
     )
-    targets = []
     half_side = max(model.a, model.b) * s
-    for k in range(len(centres)):
-        r = (centres[k, 0] + 0.5) * s - 0.5
-        c = (centres[k, 1] + 0.5) * s - 0.5
+    # plain Python numbers once per column: thousands of holes at 4096²+ (numpy scalars per
+    # field would cost more than the measurements)
+    rows = ((centres[:, 0] + 0.5) * s - 0.5).tolist()
+    cols = ((centres[:, 1] + 0.5) * s - 0.5).tolist()
+    thick = [t if math.isfinite(t) else None for t in np.asarray(thickness, float).tolist()]
+    radius = float(math.sqrt(model.a * model.b) * s)
+    ellipse = {"a": float(model.a * s), "b": float(model.b * s), "angle_deg": float(model.angle_deg)}
+    area = float((2 * half_side) ** 2)
+    names = ("mean", "std", "rel_brightness", "std_rel", "dark_fraction", "ring_dark_fraction",
+             "noise_excess", "dark_od", "edge_clearance")
+    col = {k: np.asarray(feats[k], float).tolist() for k in names}
+    score_l, cut_l, idx_l = np.asarray(scores, float).tolist(), cut.tolist(), idx.astype(int).tolist()
+    vis_l, ncc_l = np.round(vis, 3).astype(float).tolist(), np.asarray(ncc_k, float).tolist()
+    targets = []
+    for k, (r, c) in enumerate(zip(rows, cols, strict=True)):
         verts = ((r - half_side, c - half_side), (r - half_side, c + half_side),
                  (r + half_side, c + half_side), (r + half_side, c - half_side))
-        t = thickness[k]
         targets.append(Target(
             kind="hole",
-            center=(float(r), float(c)),
-            vertices=tuple((float(a), float(b)) for a, b in verts),
-            area=float((2 * half_side) ** 2),
-            score=float(scores[k]),
-            brightness=float(feats["mean"][k]),
+            center=(r, c),
+            vertices=verts,
+            area=area,
+            score=score_l[k],
+            brightness=col["mean"][k],
             features={
-                "radius": float(math.sqrt(model.a * model.b) * s),
-                "ellipse": {"a": float(model.a * s), "b": float(model.b * s),
-                            "angle_deg": float(model.angle_deg)},
-                "mean": float(feats["mean"][k]),
-                "std": float(feats["std"][k]),
-                "ice_thickness_nm": None if t is None or not np.isfinite(t) else float(t),
-                "cut": bool(cut[k]),
-                "lattice_index": [int(idx[k, 0]), int(idx[k, 1])],
-                "visible_fraction": float(round(vis[k], 3)),
-                "relative_brightness": float(feats["rel_brightness"][k]),
-                "std_rel": float(feats["std_rel"][k]),
-                "dark_fraction": float(feats["dark_fraction"][k]),
-                "ring_dark_fraction": float(feats["ring_dark_fraction"][k]),
-                "noise_excess": float(feats["noise_excess"][k]),
-                "dark_od": float(feats["dark_od"][k]),
-                "edge_clearance": float(feats["edge_clearance"][k]),
-                "match": float(ncc_k[k]),
+                "radius": radius,
+                "ellipse": dict(ellipse),
+                "mean": col["mean"][k],
+                "std": col["std"][k],
+                "ice_thickness_nm": thick[k],
+                "cut": bool(cut_l[k]),
+                "lattice_index": idx_l[k],
+                "visible_fraction": vis_l[k],
+                "relative_brightness": col["rel_brightness"][k],
+                "std_rel": col["std_rel"][k],
+                "dark_fraction": col["dark_fraction"][k],
+                "ring_dark_fraction": col["ring_dark_fraction"][k],
+                "noise_excess": col["noise_excess"][k],
+                "dark_od": col["dark_od"][k],
+                "edge_clearance": col["edge_clearance"][k],
+                "match": ncc_l[k],
             },
         ))
     if scorer == "cnn" and targets:
