@@ -158,10 +158,10 @@ def _pair_variance(src: np.ndarray, centres: np.ndarray, model: locate.CellModel
     idx = r * w + c
     step_r = w if h > 1 else 0
     step_c = 1 if w > 1 else 0
-    a = flat.take(idx).astype(np.float32)
-    b = flat.take(idx + step_c).astype(np.float32)
-    d = flat.take(idx + step_r).astype(np.float32)
-    e = flat.take(idx + step_r + step_c).astype(np.float32)
+    a = flat.take(idx).astype(np.float32, copy=False)
+    b = flat.take(idx + step_c).astype(np.float32, copy=False)
+    d = flat.take(idx + step_r).astype(np.float32, copy=False)
+    e = flat.take(idx + step_r + step_c).astype(np.float32, copy=False)
     cnt = np.maximum(ok.sum(axis=1), 1)
     okf = ok.astype(np.float32)
     white = (((a - b) ** 2 + (d - e) ** 2) * okf).sum(axis=1, dtype=np.float64) / (4.0 * cnt)
