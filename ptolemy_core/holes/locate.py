@@ -82,13 +82,21 @@ def lattice_average(raw: np.ndarray, flat: np.ndarray, basis: np.ndarray, dark: 
     k = int(np.argmax(np.abs(dev)))
     pr, pc = divmod(k, m)
     sign = 1.0 if dev[pr, pc] > 0 else -1.0
+    fine = ndi.gaussian_filter(cell, 0.7, mode="wrap")
     # centre the hole in the cell to avoid wrap-around, then threshold at half contrast
-    rolled = np.roll(np.roll(ndi.gaussian_filter(cell, 0.7, mode="wrap"), m // 2 - pr, 0), m // 2 - pc, 1)
+    rolled = np.roll(np.roll(fine, m // 2 - pr, 0), m // 2 - pc, 1)
     peak = sign * (rolled[m // 2, m // 2] - med)
     if peak <= 0:
         return None
     lab, _ = ndi.label(sign * (rolled - med) > 0.5 * peak)
     hole = lab == lab[m // 2, m // 2]
+    if _percolates(sign * (rolled - med) > 0.5 * peak, m):
+        # holes are isolated islands in a connected film: a half-contrast region that joins its
+        # own periodic copies is the film (faint holes with a dark rim leave the film between
+        # them as the cell's extreme). Take the other sign when its region is a bounded island.
+        alt = _island(fine, dev, med, -sign, m)
+        if alt is not None:
+            sign, pr, pc, rolled, peak, hole = alt
     if hole.sum() < 3 or hole.sum() > 0.8 * m * m:
         return None
     br, bc = np.nonzero(hole)
@@ -122,6 +130,42 @@ def lattice_average(raw: np.ndarray, flat: np.ndarray, basis: np.ndarray, dark: 
     film_c = float(np.median(rolled[far] if far.any() else rolled))
     snr = abs(float(rolled[inner].mean()) - film_c) / max(noise, 1e-9)
     return _model_at(cell, basis, kmat, u0, m, sign, a, b, angle, hole_level, film_level, var, cnt, snr)
+
+
+def _percolates(mask: np.ndarray, m: int) -> bool:
+    """Whether the region of ``mask`` at the cell centre joins one of its periodic copies."""
+    lab, _ = ndi.label(np.tile(mask, (3, 3)))
+    c = m // 2
+    own = lab[m + c, m + c]
+    return bool(own) and own in (lab[c, m + c], lab[m + c, c], lab[c, c], lab[c, 2 * m + c])
+
+
+def _island(fine: np.ndarray, dev: np.ndarray, med: float, sign: float, m: int):
+    """The hole of contrast ``sign`` as a bounded island of the folded cell, or None.
+
+    Its half-contrast region must not percolate and, once its holes are filled (a dark rim
+    around a faint hole is a ring), cover less than half of the cell (holes are the minority
+    phase). Returns (sign, pr, pc, rolled, peak, hole) re-centred on the island's centroid.
+    """
+    k = int(np.argmax(sign * dev))
+    pr, pc = divmod(k, m)
+    rolled = np.roll(np.roll(fine, m // 2 - pr, 0), m // 2 - pc, 1)
+    c = m // 2
+    peak = sign * (rolled[c, c] - med)
+    if peak <= 0:
+        return None
+    mask = sign * (rolled - med) > 0.5 * peak
+    if _percolates(mask, m):
+        return None
+    lab, _ = ndi.label(np.tile(mask, (3, 3)))
+    blob = ndi.binary_fill_holes(lab == lab[m + c, m + c])
+    if blob.sum() >= 0.5 * m * m:
+        return None
+    br, bc = np.nonzero(blob)
+    sr, sc = int(round(br.mean())) - (m + c), int(round(bc.mean())) - (m + c)
+    hole = blob[m + sr:2 * m + sr, m + sc:2 * m + sc]
+    rolled = np.roll(np.roll(rolled, -sr, 0), -sc, 1)
+    return sign, (pr + sr) % m, (pc + sc) % m, rolled, peak, hole
 
 
 MAX_ASPECT = 1.6  # a folded hole more elongated than this is not a (tilted) round hole
