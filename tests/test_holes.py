@@ -233,6 +233,10 @@ def test_one_sided_fringe_does_not_pull_centres():
     # a basis of near half-integers at the analysis scale: each cell position is sampled by one
     # cell-parity class only, which made the two-halves consistency 0 (lattice rejected)
     (30301, dict(contrast="inverted", hole_px=29.42, dose=45.53, angle_deg=9.81)),
+    # `ptolemy demo`'s inverted square (R2/1, -4 % contrast): the hole edges repeat on the
+    # centred (index-2) lattice in the gradient energy, whose intensity fold the image halves do
+    # not share; that used to reject every lattice (0 of 927 holes)
+    (501725625, dict(contrast="inverted")),
 ])
 def test_faint_and_commensurate_lattices_found(seed, kw):
     s = simulate_square_image(seed, shape=(1024, 1440), film="carbon", lattice="square", **kw)

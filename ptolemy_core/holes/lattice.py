@@ -856,6 +856,7 @@ def estimate_basis(img: np.ndarray, max_side: int = 512, diagnostics: dict | Non
     # both channels: at low contrast the holes' random brightness makes the intensity folds of
     # sub-lattice cosets differ, while their edges (energy) still repeat.
     channels = [c for c in ("flat", "energy") if (f, c) in flats]
+    before_denser = (basis, f, snr, ch)
     for _ in range(2):
         found = None
         for c in channels:
@@ -890,6 +891,14 @@ def estimate_basis(img: np.ndarray, max_side: int = 512, diagnostics: dict | Non
         snr, ch = score(found[0], f)
     fl = flats[f, ch]
     cons = fold_consistency(fl, basis / f)
+    if cons < MIN_CONSISTENCY and before_denser[0] is not basis:
+        # a denser lattice taken from one channel (hole edges of R2/1 film coincide under the
+        # centred shift in the gradient energy) that the image halves do not support: the
+        # lattice it was derived from, when that one is coherent, rather than no lattice
+        b0, f0, snr0, ch0 = before_denser
+        cons0 = fold_consistency(flats[f0, ch0], b0 / f0)
+        if cons0 >= MIN_CONSISTENCY:
+            basis, f, snr, ch, fl, cons = b0, f0, snr0, ch0, flats[f0, ch0], cons0
     diag.update(fold_snr=float(snr), consistency=cons, channel=ch)
     if cons < MIN_CONSISTENCY:
         # a random pattern (lacey carbon) folds onto some large cell with a high fold SNR,
