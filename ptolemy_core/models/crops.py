@@ -139,6 +139,21 @@ def hole_crop_half(radius_work: float) -> int:
     return int(max(HOLE_MIN_SIZE // 2, np.ceil(HOLE_RIM * float(radius_work))))
 
 
+def _sample_crops(work: np.ndarray, centres_work: np.ndarray, half: int) -> tuple[np.ndarray, np.ndarray]:
+    """``(crop, z)``: bilinear ``(N, 2h+1, 2h+1)`` crops around sub-pixel centres (edges extended)
+    and the same crops z-scored by their own pixels."""
+    n, side = len(centres_work), 2 * half + 1
+    t = np.arange(-half, half + 1, dtype=np.float64)
+    rr = centres_work[:, 0, None, None] + t[None, :, None] + 0 * t[None, None, :]
+    cc = centres_work[:, 1, None, None] + 0 * t[None, :, None] + t[None, None, :]
+    src = np.asarray(work, np.float32)
+    crop = ndi.map_coordinates(src, [rr.ravel(), cc.ravel()], order=1, mode="nearest")
+    crop = crop.reshape(n, side, side).astype(np.float32)
+    mean = crop.mean(axis=(1, 2), keepdims=True)
+    sd = crop.std(axis=(1, 2), keepdims=True)
+    return crop, (crop - mean) / np.where(sd > 0, sd, 1.0)
+
+
 def hole_crops(work: np.ndarray, centres_work: np.ndarray, half: int, ref: float) -> np.ndarray:
     """Two-channel hole crops ``(N, 2, 2h+1, 2h+1)`` around sub-pixel centres (one vectorised lookup).
 
@@ -152,15 +167,7 @@ def hole_crops(work: np.ndarray, centres_work: np.ndarray, half: int, ref: float
     side = 2 * half + 1
     if n == 0:
         return np.zeros((0, 2, side, side), np.float32)
-    t = np.arange(-half, half + 1, dtype=np.float64)
-    rr = centres_work[:, 0, None, None] + t[None, :, None] + 0 * t[None, None, :]
-    cc = centres_work[:, 1, None, None] + 0 * t[None, :, None] + t[None, None, :]
-    src = np.asarray(work, np.float32)
-    crop = ndi.map_coordinates(src, [rr.ravel(), cc.ravel()], order=1, mode="nearest")
-    crop = crop.reshape(n, side, side).astype(np.float32)
-    mean = crop.mean(axis=(1, 2), keepdims=True)
-    sd = crop.std(axis=(1, 2), keepdims=True)
-    z = (crop - mean) / np.where(sd > 0, sd, 1.0)
+    crop, z = _sample_crops(work, centres_work, half)
     # x3: 100 nm of ice (~0.3 optical depths) becomes ~1 unit, like the z-scored channel.
     od = 3.0 * np.log(np.clip(crop, ref * 1e-3, None) / ref).clip(-2.0, 0.5)
     return np.stack([z, od], axis=1).astype(np.float32)
@@ -257,15 +264,7 @@ def hole_crops_v2(work: np.ndarray, centres_work: np.ndarray, half: int, i0: flo
     side = 2 * half + 1
     if n == 0:
         return np.zeros((0, 3, side, side), np.float32)
-    t = np.arange(-half, half + 1, dtype=np.float64)
-    rr = centres_work[:, 0, None, None] + t[None, :, None] + 0 * t[None, None, :]
-    cc = centres_work[:, 1, None, None] + 0 * t[None, :, None] + t[None, None, :]
-    src = np.asarray(work, np.float32)
-    crop = ndi.map_coordinates(src, [rr.ravel(), cc.ravel()], order=1, mode="nearest")
-    crop = crop.reshape(n, side, side).astype(np.float32)
-    mean = crop.mean(axis=(1, 2), keepdims=True)
-    sd = crop.std(axis=(1, 2), keepdims=True)
-    z = (crop - mean) / np.where(sd > 0, sd, 1.0)
+    crop, z = _sample_crops(work, centres_work, half)
     if i0 is not None and np.isfinite(i0) and i0 > 0:
         od = 3.0 * np.log(np.clip(crop, i0 * 1e-3, None) / i0).clip(-2.0, 0.5)
     else:
