@@ -625,12 +625,3 @@ def test_hole_centres_in_leginons_shrunk_frame_round_trip(srv, mocker, shape):
         assert float(row[col["radius"]]) == pytest.approx(8.0 / b)
         if max(shape) <= 1440:  # the reference's frame: the pushed array's pixels
             assert (x, y) == (round(cc), round(rr))
-
-
-def test_leginon_shrink_matches_ptolemy_leginon():
-    convert = pytest.importorskip("ptolemy_leginon.convert")
-    rng = np.random.default_rng(0)
-    for shape in [(1440, 1440), (1441, 10), (2881, 2881), (4097, 4102), (11600, 20)] + [
-            tuple(int(v) for v in rng.integers(16, 12000, 2)) for _ in range(50)]:
-        assert state_mod.leginon_shrink(shape) == (convert.shrink_factor(shape),
-                                                   tuple(convert.shrink_offset(shape))), shape

@@ -17,6 +17,7 @@ import numpy as np
 
 from ..adaptive import AdaptiveSettings, SessionRanker
 from ..errors import PtolemyInputError, PtolemyUnavailableError
+from .shrink import shrink_factor, shrink_offset
 from .store import Store
 from .tables import (
     HOLE_FEATURES,
@@ -56,39 +57,15 @@ def run_find_holes(image: np.ndarray, i0: float | None):
     return find_holes(image, i0=i0)
 
 
-#: Leginon bins medium-mag images until the longest side is at most this before
-#: its hole finders run, and reads hole centres in that binned ("shrunk") frame.
-LEGINON_SHRINK_LIMIT = 1440
-
-
 def leginon_shrink(shape) -> tuple[int, tuple[int, int]]:
-    """Binning and crop offsets of Leginon's shrunk copy of a medium-mag image.
+    """``(b, (row offset, col offset))`` of Leginon's shrunk copy of a medium-mag image.
 
-    Leginon (``pyami.imagefun.shrink_factor`` / ``shrink_offset``) bins by the
-    smallest of 1, 2, 4, 8 that brings the longest side to <= 1440 px, after
-    cropping ``(side mod b) // 2`` pixels, and maps a point back with
-    ``row = row_shrunk * b + offset_row``. ``PtolemyMmTargetFinder`` reads the
-    server's hole centres in this frame (``ptolemy-server-api.md`` §5), so the
-    server returns them there; for images <= 1440 px it is the pushed array's
-    own pixel frame, as the reference server returns. (Same formula as
-    ``ptolemy_leginon.convert``; ``ptolemy_core`` does not import Leginon code,
-    and a test checks that the two agree.)
-
-    Parameters
-    ----------
-    shape : (rows, cols)
-
-    Returns
-    -------
-    b : int
-    offset : (int, int)
-        Rows and columns cropped at the top/left before binning.
+    ``PtolemyMmTargetFinder`` reads the server's hole centres in that frame
+    (``ptolemy-server-api.md`` §5; ``row = row_shrunk * b + offset_row``), so the
+    server returns them there; for images <= 1440 px it is the pushed array's own
+    pixel frame, as the reference server returns. See :mod:`ptolemy_core.server.shrink`.
     """
-    rows, cols = int(shape[0]), int(shape[1])
-    b = next((f for f in (1, 2, 4, 8) if max(rows, cols) // f <= LEGINON_SHRINK_LIMIT), 8)
-    if b == 1:
-        return 1, (0, 0)
-    return b, ((rows - b * (rows // b)) // 2, (cols - b * (cols // b)) // 2)
+    return shrink_factor(shape), shrink_offset(shape)
 
 
 def _feature(features: dict, key: str) -> float:
