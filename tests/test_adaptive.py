@@ -199,3 +199,15 @@ def test_simulate_session_cli(tmp_path, capsys):
             "| worst ours - prior |") in out
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert main(["simulate-session", "--scenarios", "odd"]) == 2
+
+
+def test_simulate_session_checks_output_paths_before_simulating(tmp_path, capsys):
+    from ptolemy_core.cli.main import main
+
+    missing = tmp_path / "no" / "such" / "curves.png"
+    assert main(["simulate-session", "--sessions", "50", "--plot", str(missing)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [f"ptolemy simulate-session: error: --plot folder {missing.parent} does not exist"]
+    assert main(["simulate-session", "--json", str(tmp_path)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == f"ptolemy simulate-session: error: --json {tmp_path} is a directory"

@@ -28,6 +28,16 @@ def add_output_arguments(parser: argparse.ArgumentParser) -> None:
                         help="write to this file (atomically) instead of stdout")
 
 
+def check_output_path(output: str, what: str = "output") -> Path:
+    """``output`` as a Path, or a one-line error when it cannot be written (checked before long work)."""
+    out = Path(output)
+    if out.is_dir():
+        raise PtolemyInputError(f"{what} {output} is a directory")
+    if not out.parent.exists():
+        raise PtolemyInputError(f"{what} folder {out.parent} does not exist")
+    return out
+
+
 def emit(text: str, output: str | None) -> None:
     """Print to stdout, or write atomically to ``output``."""
     if not text.endswith("\n"):
@@ -36,11 +46,7 @@ def emit(text: str, output: str | None) -> None:
         sys.stdout.write(text)
         sys.stdout.flush()
         return
-    out = Path(output)
-    if out.is_dir():
-        raise PtolemyInputError(f"output {output} is a directory")
-    if not out.parent.exists():
-        raise PtolemyInputError(f"output folder {out.parent} does not exist")
+    out = check_output_path(output)
     try:
         write_atomic(out, text)
     except OSError as exc:

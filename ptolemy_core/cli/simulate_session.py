@@ -93,6 +93,7 @@ def run(args: argparse.Namespace) -> int:
     from ..adaptive import AdaptiveSettings
     from ..adaptive.simulate import POLICIES, SCENARIOS, run_benchmark
     from ..errors import PtolemyInputError
+    from .common import check_output_path
 
     scenarios = [s.strip() for s in args.scenarios.split(",") if s.strip()]
     policies = [p.strip() for p in args.policies.split(",") if p.strip()]
@@ -104,6 +105,10 @@ def run(args: argparse.Namespace) -> int:
             raise PtolemyInputError(f"unknown policy {p!r} (choose from {', '.join(POLICIES)})")
     if args.sessions < 1 or args.budget < 1 or args.per_square < 1:
         raise PtolemyInputError("--sessions, --budget and --per-square must be positive")
+    # output paths are checked before minutes of simulation, not after
+    for flag, path in (("--plot", args.plot), ("--json", args.json)):
+        if path:
+            check_output_path(path, flag)
     settings = AdaptiveSettings()
     if args.ucb_beta is not None:
         settings = replace(settings, ucb_beta=args.ucb_beta)
