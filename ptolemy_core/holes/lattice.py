@@ -562,31 +562,126 @@ def fold_cell(flat: np.ndarray, basis: np.ndarray, m: int = 24, max_px: int = 20
     ``noise`` is the standard error of a (1-px Gaussian-smoothed) bin mean; None
     when too many bins are (nearly) empty.
     """
+    return _fold_cells(flat, [basis], m, max_px)[0]
+
+
+_GRID_CACHE: list = [[]]
+
+
+def _fold_grid(flat: np.ndarray, st: int):
+    """Pixel coordinates and float64 values of ``flat[::st, ::st]`` (the last few are kept).
+
+    Every fold of one analysed image at one stride needs the same grids and values: the
+    candidates' folds (dozens at low contrast) share them.
+    """
+    entries = _GRID_CACHE[0]  # one read: another thread may replace the list meanwhile
+    for entry in entries:
+        if entry[0] is flat and entry[1] == st:
+            return entry[2]
     h, w = flat.shape
-    kmat = np.linalg.inv(basis.T)
-    st = max(1, int(math.ceil(math.sqrt(h * w / max_px))))
     rows = np.arange(0, h, st, dtype=np.float32)[:, None]
     cols = np.arange(0, w, st, dtype=np.float32)[None, :]
+    vals = flat[::st, ::st].ravel().astype(np.float64)
+    grid = (rows, cols, vals, vals * vals)
+    # a few entries: the intensity and gradient-energy channels alternate
+    _GRID_CACHE[0] = [(flat, st, grid)] + entries[:3]
+    return grid
+
+
+def _cell_index(kmat: np.ndarray, rows: np.ndarray, cols: np.ndarray, m: int):
+    """Flat bin index (``iu * m + iv``) of every pixel's fractional lattice coordinates, and floors."""
     u = kmat[0, 0] * rows + kmat[0, 1] * cols
     v = kmat[1, 0] * rows + kmat[1, 1] * cols
-    idx = ((np.floor((u - np.floor(u)) * m).astype(np.int64) % m) * m
-           + np.floor((v - np.floor(v)) * m).astype(np.int64) % m).ravel()
-    vals = flat[::st, ::st].ravel().astype(np.float64)
-    # normalised convolution (smoothed sums / smoothed counts): a basis commensurate with the
-    # pixel grid (near-integer vectors) samples only some positions of the cell, leaving bins empty
-    n = _wrap_smooth(np.bincount(idx, minlength=m * m).astype(np.float64), m)
-    if (n < 3).mean() > 0.2:
-        return None
-    cell = _wrap_smooth(np.bincount(idx, vals, minlength=m * m), m) / np.maximum(n, 1e-9)
-    var = _wrap_smooth(np.bincount(idx, vals * vals, minlength=m * m), m) / np.maximum(n, 1e-9) - cell ** 2
-    # standard error of a bin mean, halved for the 1-bin smoothing (conservative: ~3.5 for white noise)
-    noise = math.sqrt(max(float(np.median(var)), 1e-12) / max(float(np.median(n)), 1.0)) / 2.0
-    return cell, noise
+    fu, fv = np.floor(u), np.floor(v)
+    # in place, same arithmetic as floor((u - floor(u)) * m) % m
+    u -= fu
+    u *= m
+    np.floor(u, out=u)
+    v -= fv
+    v *= m
+    np.floor(v, out=v)
+    iu = u.astype(np.int64)
+    iu %= m
+    iu *= m
+    iv = v.astype(np.int64)
+    iv %= m
+    iu += iv
+    return iu.ravel(), fu, fv
 
 
-def _wrap_smooth(x: np.ndarray, m: int) -> np.ndarray:
-    """A per-bin sum (m·m,) reshaped to the cell and Gaussian-smoothed (1 bin) with wrap-around."""
-    return ndi.gaussian_filter(x.reshape(m, m), 1.0, mode="wrap")
+def _row_median(x: np.ndarray) -> np.ndarray:
+    """``np.median(x, axis=1)`` of a 2-D float array without NaNs (partition + mean of the middle pair)."""
+    n = x.shape[1]
+    k = n // 2
+    if n % 2:
+        return np.partition(x, k, axis=1)[:, k]
+    p = np.partition(x, [k - 1, k], axis=1)
+    return (p[:, k - 1] + p[:, k]) / 2.0
+
+
+def _fold_cells(flat: np.ndarray, bases, m: int = 24, max_px: int = 200_000):
+    """:func:`fold_cell` of one image for several bases at once: ``[(cell, noise) or None]``.
+
+    The bases' bins are offset by ``k·m²`` and counted in one ``bincount`` per chunk
+    (each bin still sums its own pixels in image order: the same numbers as one fold at a time).
+    """
+    h, w = flat.shape
+    st = max(1, int(math.ceil(math.sqrt(h * w / max_px))))
+    rows, cols, vals, vals2 = _fold_grid(flat, st)
+    npx = vals.size
+    mm = m * m
+    out: list = []
+    chunk = max(1, 2_000_000 // max(npx, 1))
+    for k0 in range(0, len(bases), chunk):
+        part = bases[k0:k0 + chunk]
+        kk = len(part)
+        idx = np.empty(kk * npx, np.int64)
+        for j, b in enumerate(part):
+            kmat = np.linalg.inv(np.asarray(b, float).T)
+            ij = _cell_index(kmat, rows, cols, m)[0]
+            if j:
+                ij += j * mm
+            idx[j * npx:(j + 1) * npx] = ij
+        stack = np.empty((3, kk, m, m), np.float64)
+        stack[0] = np.bincount(idx, minlength=kk * mm).reshape(kk, m, m)
+        stack[1] = np.bincount(idx, np.tile(vals, kk), minlength=kk * mm).reshape(kk, m, m)
+        stack[2] = np.bincount(idx, np.tile(vals2, kk), minlength=kk * mm).reshape(kk, m, m)
+        # normalised convolution (smoothed sums / smoothed counts), every cell smoothed on its own
+        sm = ndi.gaussian_filter(stack, (0.0, 0.0, 1.0, 1.0), mode="wrap")
+        n, s, s2 = sm[0].reshape(kk, mm), sm[1].reshape(kk, mm), sm[2].reshape(kk, mm)
+        empty = (n < 3).mean(axis=1) > 0.2
+        cell = s / np.maximum(n, 1e-9)
+        var = s2 / np.maximum(n, 1e-9) - cell ** 2
+        med_var, med_n = _row_median(var), _row_median(n)
+        for j in range(kk):
+            if empty[j]:
+                out.append(None)
+                continue
+            noise = math.sqrt(max(float(med_var[j]), 1e-12) / max(float(med_n[j]), 1.0)) / 2.0
+            out.append((cell[j].reshape(m, m), noise))
+    return out
+
+
+def fold_snr(flat: np.ndarray, basis: np.ndarray, m: int = 24, max_px: int = 200_000) -> float:
+    """Contrast-to-noise of the image folded onto the lattice cell of ``basis``.
+
+    The right lattice folds every hole onto one sharp spot; a too-dense lattice
+    mixes holes with film (low contrast); a too-sparse one gives the same
+    contrast with a larger cell (ties are broken towards the smaller cell).
+    """
+    return fold_snrs(flat, [basis], m, max_px)[0]
+
+
+def fold_snrs(flat: np.ndarray, bases, m: int = 24, max_px: int = 200_000) -> list[float]:
+    """:func:`fold_snr` of several bases (one batched fold: the low-contrast trials fold dozens)."""
+    res = _fold_cells(flat, bases, m, max_px)
+    ok = [r for r in res if r is not None]
+    if not ok:
+        return [0.0] * len(res)
+    cells = np.stack([r[0] for r in ok]).reshape(len(ok), -1)
+    dev = np.abs(cells - _row_median(cells)[:, None]).max(axis=1)
+    it = iter(range(len(ok)))
+    return [0.0 if r is None else float(dev[next(it)] / r[1]) for r in res]
 
 
 def fold_consistency(flat: np.ndarray, basis: np.ndarray, m: int = 24) -> float:
@@ -600,17 +695,11 @@ def fold_consistency(flat: np.ndarray, basis: np.ndarray, m: int = 24) -> float:
     h, w = flat.shape
     kmat = np.linalg.inv(basis.T)
     st = max(1, int(math.ceil(math.sqrt(h * w / 200_000))))
-    rows = np.arange(0, h, st, dtype=np.float32)[:, None]
-    cols = np.arange(0, w, st, dtype=np.float32)[None, :]
-    u = kmat[0, 0] * rows + kmat[0, 1] * cols
-    v = kmat[1, 0] * rows + kmat[1, 1] * cols
-    fu, fv = np.floor(u), np.floor(v)
-    idx = ((np.floor((u - fu) * m).astype(np.int64) % m) * m
-           + np.floor((v - fv) * m).astype(np.int64) % m).ravel()
+    rows, cols, vals, _ = _fold_grid(flat, st)
+    idx, fu, fv = _cell_index(kmat, rows, cols, m)
     # cells go to the halves by a hash of their index, not by parity: on a lattice commensurate
     # with the pixel grid (e.g. a basis of half-integers) each position in the cell is sampled by
     # one parity class only, and the two parity halves would share no bins at all
-    vals = flat[::st, ::st].ravel().astype(np.float64)
     fi, fj = fu.astype(np.int64), fv.astype(np.int64)
     # two splits, averaged: cell parity (finely interleaved: slow ice/illumination gradients fall
     # equally in both halves) and a hash of the cell index (cells at random). The normalised
@@ -618,33 +707,29 @@ def fold_consistency(flat: np.ndarray, basis: np.ndarray, m: int = 24) -> float:
     # in one parity class.
     x = (fi * 0x9E3779B1 + fj * 0x85EBCA77) & 0xFFFFFFFF
     x = ((x ^ (x >> 15)) * 0x2C1B3C6D) & 0xFFFFFFFF
+    mm = m * m
+    # both halves of both splits in one bincount each (bins offset by the half: every bin sums
+    # its own pixels in image order, as separate bincounts over the selected pixels would)
+    key = np.empty(2 * idx.size, np.int64)
+    key[:idx.size] = ((fi + fj) % 2).ravel() * mm
+    key[idx.size:] = ((x >> 13) & 1).ravel() * mm + 2 * mm
+    key[:idx.size] += idx
+    key[idx.size:] += idx
+    stack = np.empty((2, 4, m, m), np.float64)
+    stack[0] = np.bincount(key, minlength=4 * mm).reshape(4, m, m)
+    stack[1] = np.bincount(key, np.concatenate([vals, vals]), minlength=4 * mm).reshape(4, m, m)
+    sm = ndi.gaussian_filter(stack, (0.0, 0.0, 1.0, 1.0), mode="wrap")
+    if ((sm[0] < 2).reshape(4, mm).mean(axis=1) > 0.2).any():
+        return 0.0
     out = []
-    for half in (((fi + fj) % 2).ravel(), ((x >> 13) & 1).ravel()):
+    for split in (0, 1):
         cells = []
         for p in (0, 1):
-            sel = half == p
-            n = _wrap_smooth(np.bincount(idx[sel], minlength=m * m).astype(np.float64), m)
-            if (n < 2).mean() > 0.2:
-                return 0.0
-            c = _wrap_smooth(np.bincount(idx[sel], vals[sel], minlength=m * m), m) / np.maximum(n, 1e-9)
+            c = sm[1, 2 * split + p] / np.maximum(sm[0, 2 * split + p], 1e-9)
             cells.append(c - c.mean())
         den = math.sqrt(float((cells[0] ** 2).sum()) * float((cells[1] ** 2).sum())) + 1e-20
         out.append(float((cells[0] * cells[1]).sum()) / den)
     return 0.5 * (out[0] + out[1])
-
-
-def fold_snr(flat: np.ndarray, basis: np.ndarray, m: int = 24, max_px: int = 200_000) -> float:
-    """Contrast-to-noise of the image folded onto the lattice cell of ``basis``.
-
-    The right lattice folds every hole onto one sharp spot; a too-dense lattice
-    mixes holes with film (low contrast); a too-sparse one gives the same
-    contrast with a larger cell (ties are broken towards the smaller cell).
-    """
-    res = fold_cell(flat, basis, m, max_px)
-    if res is None:
-        return 0.0
-    cell, noise = res
-    return float(np.abs(cell - np.median(cell)).max() / noise)
 
 
 def denser_candidates(flat: np.ndarray, basis: np.ndarray, max_index: int = 5, m: int = 24,
@@ -722,6 +807,15 @@ def estimate_basis(img: np.ndarray, max_side: int = 512, diagnostics: dict | Non
     (basis, strength) or None
         ``strength`` is the fold contrast-to-noise ratio.
     """
+    try:
+        return _estimate_basis(img, max_side, diagnostics)
+    finally:
+        # the caches hold analysed crops: release them with the call
+        _POWER_CACHE[0] = None
+        _GRID_CACHE[0] = []
+
+
+def _estimate_basis(img: np.ndarray, max_side: int, diagnostics: dict | None):
     h, w = img.shape
     f = max(1, math.ceil(max(h, w) / max_side))
     cands = []
@@ -736,10 +830,25 @@ def estimate_basis(img: np.ndarray, max_side: int = 512, diagnostics: dict | Non
             break
         f = max(1, f // 2)
 
+    # folds are deterministic in (image, basis): several checks below refold the same pairs
+    memo: dict = {}
+
+    def snr_of(fl, b):
+        key = ("snr", id(fl), b.tobytes())
+        if key not in memo:
+            memo[key] = fold_snr(fl, b)
+        return memo[key]
+
+    def cons_of(fl, b):
+        key = ("cons", id(fl), b.tobytes())
+        if key not in memo:
+            memo[key] = fold_consistency(fl, b)
+        return memo[key]
+
     def score(b, f):
         """Fold SNR of ``b`` (analysed px at scale f): the better channel (energy on the flat's scale)."""
-        s_flat = fold_snr(flats[f, "flat"], b)
-        s_en = fold_snr(flats[f, "energy"], b) / ENERGY_NULL if (f, "energy") in flats else 0.0
+        s_flat = snr_of(flats[f, "flat"], b)
+        s_en = snr_of(flats[f, "energy"], b) / ENERGY_NULL if (f, "energy") in flats else 0.0
         return (s_flat, "flat") if s_flat >= s_en else (s_en, "energy")
 
     def add(b, f, ch):
@@ -769,7 +878,7 @@ def estimate_basis(img: np.ndarray, max_side: int = 512, diagnostics: dict | Non
             if c[0] < MIN_FOLD_SNR:
                 return None
             if id(c) not in consistency:
-                consistency[id(c)] = fold_consistency(flats[c[4], c[1]], c[3] / c[4])
+                consistency[id(c)] = cons_of(flats[c[4], c[1]], c[3] / c[4])
             if consistency[id(c)] >= need:
                 return c
             # below an incoherent best fold (a random film?) only a clearly coherent cell counts
@@ -821,12 +930,15 @@ def estimate_basis(img: np.ndarray, max_side: int = 512, diagnostics: dict | Non
             if (f, ch) not in flats:
                 continue
             norm = 1.0 if ch == "flat" else ENERGY_NULL
+            vs = []
             for b in spectral_candidates(spectra[f, ch], n_best=6):
                 b = refine_in_spectrum(spectra[f, ch], b)
                 for v in sublattices(b, 4):
                     if abs(float(np.linalg.det(v))) <= flats[f, ch].size / 12.0:
-                        # a strided fold ranks the trials (the best few are refolded in full)
-                        trial.append((fold_snr(flats[f, ch], v, max_px=25_000) / norm, v, ch))
+                        vs.append(v)
+            # a strided fold ranks the trials (the best few are refolded in full)
+            for v, snr_v in zip(vs, fold_snrs(flats[f, ch], vs, max_px=25_000), strict=True):
+                trial.append((snr_v / norm, v, ch))
         trial.sort(key=lambda c: -c[0])
         for _, v, ch in trial[:6]:
             add(v, f, ch)
@@ -845,10 +957,10 @@ def estimate_basis(img: np.ndarray, max_side: int = 512, diagnostics: dict | Non
     for c in sorted(cands, key=lambda c: c[2]):
         if c[2] < 0.9 * abs(float(np.linalg.det(basis))) and c[0] >= CONTAIN_FOLD * snr \
                 and _is_sublattice(basis, c[3], tol=0.08) \
-                and all(fold_snr(flats[c[4], k], c[3] / c[4])
-                        >= CONTAIN_FOLD * fold_snr(flats[c[4], k], basis / c[4])
+                and all(snr_of(flats[c[4], k], c[3] / c[4])
+                        >= CONTAIN_FOLD * snr_of(flats[c[4], k], basis / c[4])
                         for k in ("flat", "energy") if (c[4], k) in flats) \
-                and fold_consistency(flats[c[4], c[1]], c[3] / c[4]) >= MIN_CONSISTENCY:
+                and cons_of(flats[c[4], c[1]], c[3] / c[4]) >= MIN_CONSISTENCY:
             snr, ch, _, basis, f, _src = c
             break
     # the best-folding basis may be a sparser sub-lattice (a hole on every node, but not every
@@ -861,8 +973,8 @@ def estimate_basis(img: np.ndarray, max_side: int = 512, diagnostics: dict | Non
         found = None
         for c in channels:
             fl_c = flats[f, c]
-            base_snr = fold_snr(fl_c, basis / f)
-            base_cons = fold_consistency(fl_c, basis / f)
+            base_snr = snr_of(fl_c, basis / f)
+            base_cons = cons_of(fl_c, basis / f)
             for _n, dense, corr in denser_candidates(fl_c, basis / f):
                 dense = refine_in_spectrum(spectra[f, c], dense)
                 lens = np.linalg.norm(dense, axis=1)
@@ -876,11 +988,11 @@ def estimate_basis(img: np.ndarray, max_side: int = 512, diagnostics: dict | Non
                     ok = corr >= PERIODIC_CORR_ENERGY
                 else:
                     # a too-dense lattice mixes holes with film: its fold contrast roughly halves
-                    d_snr = fold_snr(fl_c, dense)
+                    d_snr = snr_of(fl_c, dense)
                     ok = corr >= PERIODIC_CORR or (d_snr >= DENSER_FOLD * base_snr
                                                    and corr >= 0.6 * PERIODIC_CORR)
                 # ... and the two halves of the image no longer agree on the folded cell
-                if ok and fold_consistency(fl_c, dense) >= 0.9 * base_cons:
+                if ok and cons_of(fl_c, dense) >= 0.9 * base_cons:
                     found = (dense, c)
                     break
             if found is not None:
@@ -890,13 +1002,13 @@ def estimate_basis(img: np.ndarray, max_side: int = 512, diagnostics: dict | Non
         basis = found[0] * f
         snr, ch = score(found[0], f)
     fl = flats[f, ch]
-    cons = fold_consistency(fl, basis / f)
+    cons = cons_of(fl, basis / f)
     if cons < MIN_CONSISTENCY and before_denser[0] is not basis:
         # a denser lattice taken from one channel (hole edges of R2/1 film coincide under the
         # centred shift in the gradient energy) that the image halves do not support: the
         # lattice it was derived from, when that one is coherent, rather than no lattice
         b0, f0, snr0, ch0 = before_denser
-        cons0 = fold_consistency(flats[f0, ch0], b0 / f0)
+        cons0 = cons_of(flats[f0, ch0], b0 / f0)
         if cons0 >= MIN_CONSISTENCY:
             basis, f, snr, ch, fl, cons = b0, f0, snr0, ch0, flats[f0, ch0], cons0
     diag.update(fold_snr=float(snr), consistency=cons, channel=ch)
@@ -915,7 +1027,6 @@ def estimate_basis(img: np.ndarray, max_side: int = 512, diagnostics: dict | Non
             res = basis_from_acf(whitened_acf(flat), crop.shape)
             if res is not None and _same_lattice(res[0] * f2, basis, tol=0.08):
                 basis = res[0] * f2
-    _POWER_CACHE[0] = None
     a_, b_ = reduce_basis(basis[0], basis[1])
     return np.vstack([a_, b_]), snr
 
