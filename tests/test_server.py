@@ -541,13 +541,64 @@ def test_fast_decode_is_bit_identical_to_json():
         assert image.dtype == np.float32 and image.shape == ref.shape
         assert np.array_equal(image.view(np.uint32), ref.view(np.uint32))
         assert {k: v for k, v in data.items() if k != "image"} == {"grid_id": 3, "tile_id": -1}
-    # Decimal fractions, other whitespace, NaN: left to json (None), never a different answer.
-    for body in (b'{"image": [[1.5, 2]]}', b'{"image": [[1,\n2]]}', b'{"image": [[NaN, 2]]}',
+    # Other whitespace, NaN: left to json (None), never a different answer.
+    for body in (b'{"image": [[1.5,\n2]]}', b'{"image": [[1,\n2]]}', b'{"image": [[NaN, 2]]}',
                  b'{"image": [ [1, 2]]}', b'{"image": [[1, 2]], "image": [[3, 4]]}'):
         assert split_image_body(body) is None, body
     # "image" text inside a string does not fool it.
     data, image = split_image_body(b'{"note": "\\"image\\": [[7]]", "image": [[5, 6]]}')
     assert image.tolist() == [[5.0, 6.0]] and data["note"] == '"image": [[7]]'
+
+
+def _float_images(rng):
+    """Float images as clients send them: float32/float64 reprs, exponents, ints mixed in."""
+    shape = (int(rng.integers(1, 25)), int(rng.integers(1, 25)))
+    f32 = (rng.random(shape) * 4000).astype(np.float32)
+    near_mid = np.nextafter(f32, np.float32(np.inf)).astype(np.float64) / 2 + f32.astype(np.float64) / 2
+    yield f32.tolist()  # Leginon's corrected float32 frames: 17-digit reprs
+    yield (rng.standard_normal(shape) * 10.0 ** rng.integers(-30, 30, shape)).tolist()  # exponents
+    yield (rng.standard_normal(shape) * 10.0 ** rng.integers(-30, 30, shape)).astype(np.float32).tolist()
+    yield np.full(shape, 1e-7).tolist()
+    yield np.round(rng.standard_normal(shape) * 100, int(rng.integers(0, 4))).tolist()  # short decimals
+    yield (near_mid * (1 + rng.integers(-2, 3, shape) * 2.0**-52)).tolist()  # float32 rounding ties
+    mixed = (-rng.random(shape) * 100).tolist()
+    for row in mixed:
+        row[0] = int(rng.integers(-(2**60), 2**60))  # integers beyond float32's exact range
+        row[-1] = -0.0
+    yield mixed
+
+
+def test_fast_float_decode_is_bit_identical_to_json():
+    from ptolemy_core.server.decode import split_image_body
+
+    rng = np.random.default_rng(11)
+    fast_used = 0
+    for k in range(30):
+        for j, img in enumerate(_float_images(rng)):
+            seps = [(", ", ": "), (",", ":")][(k + j) % 2]
+            body = json.dumps({"grid_id": 3, "image": img, "tile_id": -1}, separators=seps).encode()
+            fast = split_image_body(body)
+            if j in (0, 3, 4):  # ordinary float images must take the fast path
+                assert fast is not None, body[:80]
+            if fast is None:
+                continue
+            fast_used += 1
+            data, image = fast
+            ref = _plain(body)
+            assert image.dtype == np.float32 and image.shape == ref.shape
+            assert np.array_equal(image.view(np.uint32), ref.view(np.uint32)), body[:200]
+            assert {k: v for k, v in data.items() if k != "image"} == {"grid_id": 3, "tile_id": -1}
+    assert fast_used >= 150  # most of the 210 images, exponents and ties included
+    # Exact edge cases, each next to an ordinary number.
+    for text in (b"1e-7", b"1E5", b"1e+05", b"-0.0", b"-0", b"-0e3", b"3.4028235e38", b"1.4e-45", b"1e-400",
+                 b"16777217", b"16777217.0", b"0.000012345678901234567", b"1e-0005", b"2.5e-39"):
+        body = b'{"image": [[' + text + b", 1.5]]}"
+        fast = split_image_body(body)
+        assert fast is not None, text
+        assert np.array_equal(fast[1].view(np.uint32), _plain(body).view(np.uint32)), text
+    # json's NaN/Infinity, a float32 overflow, other whitespace: left to json (None).
+    for text in (b"NaN", b"Infinity", b"-Infinity", b"1e39", b"1.5 ", b"1.5\n"):
+        assert split_image_body(b'{"image": [[' + text + b", 1.5]]}") is None, text
 
 
 MALFORMED_INT_BODIES = [
@@ -569,20 +620,50 @@ MALFORMED_INT_BODIES = [
 ]
 
 
-def test_malformed_integer_bodies_get_the_plain_paths_errors(srv, mocker):
+MALFORMED_FLOAT_BODIES = [
+    b'{"image": [[1.5, 2.5], [3.5]], "grid_id": 1, "tile_id": 1}',
+    b'{"image": [[01.5, 2.5], [3.5, 4.5]], "grid_id": 1, "tile_id": 1}',
+    b'{"image": [[1., 2.5]], "grid_id": 1, "tile_id": 1}',
+    b'{"image": [[.5, 2.5]], "grid_id": 1, "tile_id": 1}',
+    b'{"image": [[1.5e, 2.5]], "grid_id": 1, "tile_id": 1}',
+    b'{"image": [[1.5e+-3, 2.5]], "grid_id": 1, "tile_id": 1}',
+    b'{"image": [[+1.5, 2.5]], "grid_id": 1, "tile_id": 1}',
+    b'{"image": [[1.5.2, 2.5]], "grid_id": 1, "tile_id": 1}',
+    b'{"image": [[1e5e5, 2.5]], "grid_id": 1, "tile_id": 1}',
+    b'{"image": [[1e5.3, 2.5]], "grid_id": 1, "tile_id": 1}',
+    b'{"image": [[1.5-2, 2.5]], "grid_id": 1, "tile_id": 1}',
+    b'{"image": [[1.5, , 2.5]], "grid_id": 1, "tile_id": 1}',
+    b'{"image": [[1.5, 2.5,]], "grid_id": 1, "tile_id": 1}',
+    b'{"image": [[1.5], [], [2.5]], "grid_id": 1, "tile_id": 1}',
+    b'{"image": [[1.5] [2.5]], "grid_id": 1, "tile_id": 1}',
+    b'{"image": [[[1.5], 2.5]], "grid_id": 1, "tile_id": 1}',
+    b'{"image": [[1.5 2.5]], "grid_id": 1, "tile_id": 1}',
+    b'{"image": [[1.5, 2.5]], "grid_id": 1, "tile_id": 1',
+    b'{"image": [[1.5, 2.5]], "grid_id": 1, "tile_id": 1}',
+    b'{"image": [[1.5, 1e39]], "grid_id": 1, "tile_id": 1}',
+    b'{"image": [[1.5, NaN], [Infinity, -Infinity]], "grid_id": 1, "tile_id": 1}',
+]
+
+
+@pytest.mark.filterwarnings("ignore:overflow encountered in cast")
+@pytest.mark.parametrize("bodies", [MALFORMED_INT_BODIES, MALFORMED_FLOAT_BODIES], ids=["int", "float"])
+def test_malformed_bodies_get_the_plain_paths_errors(srv, mocker, bodies):
     from ptolemy_core.server import app as app_mod
 
     fast = []
-    for body in MALFORMED_INT_BODIES:
+    for body in bodies:
         r = srv.post("/push_lm", raw=body)
         fast.append((r.status_code, r.json()["detail"]))
     mocker.patch.object(app_mod, "split_image_body", return_value=None)  # json only
-    for body, (status, detail) in zip(MALFORMED_INT_BODIES, fast, strict=True):
+    for body, (status, detail) in zip(bodies, fast, strict=True):
         r = srv.post("/push_lm", raw=body)
         assert (r.status_code, r.json()["detail"]) == (status, detail), body
         assert 400 <= status < 500 and "\n" not in detail
     assert srv.get("/").status_code == 200
-    assert "too small" in fast[-3][1] and "not JSON" in fast[1][1] and "equal length" in fast[0][1]
+    if bodies is MALFORMED_INT_BODIES:
+        assert "too small" in fast[-3][1] and "not JSON" in fast[1][1] and "equal length" in fast[0][1]
+    else:
+        assert "not JSON" in fast[1][1] and "equal length" in fast[0][1] and "too small" in fast[-3][1]
 
 
 def test_integer_push_decoded_exactly_over_http(srv):

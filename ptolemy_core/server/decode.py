@@ -6,8 +6,13 @@ Leginon sends medium-mag images and atlas tiles as ``{"image": [[...], ...],
 again (≈ 0.3–0.5 s together); this module locates the image's byte span,
 checks it against the JSON integer grammar with vectorised byte tests and
 converts the numbers with numpy's C text reader, then parses the small rest of
-the body with :mod:`json`. Only integer images (raw camera counts) take this
-path: for decimal fractions numpy's reader is no faster than :mod:`json`.
+the body with :mod:`json`. Integer images (raw camera counts) are read by
+numpy's integer reader; decimal numbers too, in pieces (see :func:`_parse_floats`):
+numpy's own float readers are no faster than :mod:`json` (both spend their time
+in the correctly rounded ``strtod``), but reading the digits as integers and
+scaling by a power of ten is, and it is exact for a float32 result except within
+a few float64 ulps of a float32 rounding boundary, where those few numbers are
+converted by ``float()`` as :mod:`json` converts them.
 
 It is an *optimisation only*: whenever anything is unusual (other
 whitespace than ``", "``, a 3-D list, ragged rows, a token that is not a JSON
@@ -19,7 +24,9 @@ of the plain path. The returned array is bit-identical to
 ``np.asarray(json.loads(body)["image"], dtype=np.float32)`` (tested).
 
 Exactness: integers go int64 -> double -> float32, as Python ints do in
-``np.asarray(..., dtype=np.float32)``.
+``np.asarray(..., dtype=np.float32)``; decimal numbers go text -> correctly
+rounded double (``float()``, what :mod:`json` calls) -> float32, and the fast
+computation is used only where it provably gives that float32.
 """
 
 from __future__ import annotations
@@ -85,21 +92,22 @@ def split_image_body(body: bytes) -> tuple[dict, np.ndarray] | None:
 
 
 def parse_number_matrix(span: bytes) -> np.ndarray | None:
-    """Parse ``[[i, i, ...], [i, ...], ...]`` (JSON integers) to float32, or None if unusual.
+    """Parse ``[[n, n, ...], [n, ...], ...]`` (JSON numbers) to float32, or None if unusual.
 
-    Accepts the separators ``", "`` and ``","`` and no other whitespace. The
-    rows become CSV lines for numpy's C text reader (``np.loadtxt``, which
-    rejects ragged rows and unparsable fields); what it would accept but JSON
-    does not (``01``, a misplaced ``-``, empty lines) is rejected first by
-    :func:`_json_integer_rules`.
+    Accepts the separators ``", "`` and ``","`` and no other whitespace.
+    Integer-only matrices become CSV lines for numpy's C text reader
+    (``np.loadtxt``, which rejects ragged rows and unparsable fields); what it
+    would accept but JSON does not (``01``, a misplaced ``-``, empty lines) is
+    rejected first by :func:`_json_integer_rules`. Matrices with decimal
+    fractions or exponents go to :func:`_parse_floats`.
     """
+    if b"." in span or b"e" in span or b"E" in span:
+        return _parse_floats(span)  # decimal numbers (or letters: it returns None)
     s = span.replace(b", ", b",")
     if len(s) < 5 or not (s.startswith(b"[[") and s.endswith(b"]]")):
         return None
-    # Integers only. Whitespace other than ", " (a raw newline would fake a row),
-    # letters, quotes, and also decimal fractions go to json: numpy's float reader
-    # is no faster than json for them (measured: 27 MB of float32 reprs 0.95 s
-    # vs 0.75 s), so only integer counts -- raw camera frames -- take this path.
+    # Integers only here: whitespace other than ", " (a raw newline would fake a
+    # row), letters (NaN, Infinity), quotes, a "+", ... go to json.
     if s.translate(None, _DIGITS + b",-[]"):
         return None
     csv = s[2:-2].replace(b"],[", b"\n")
@@ -141,3 +149,187 @@ def _json_integer_rules(csv: bytes) -> bool:
         return False  # empty element or row
     first = starts + (u[starts] == ord("-"))
     return not np.any((u[first] == ord("0")) & digit(u[first + 1]))  # leading zero
+
+
+#: 10**k as correctly rounded doubles (Python's float literal), k = 0..308.
+_POW10 = np.array([float(f"1e{k}") for k in range(309)])
+#: Largest decimal exponent scaled in numpy (beyond: float() per number).
+_MAX_EXP10 = 300
+#: Mantissa digits that fit an int64 exactly (10**18 < 2**63).
+_MAX_DIGITS = 18
+_POW10_INT = 10 ** np.arange(_MAX_DIGITS + 1, dtype=np.int64)
+#: Dots and exponent letters become field separators (see _parse_floats).
+_TO_COMMAS = bytes.maketrans(b".eE", b",,,")
+#: Bytes allowed between the digits of a decimal image: , space [ ] . e E - +
+_CLASS = np.zeros(256, np.uint8)
+_CLASS[np.frombuffer(b", [].eE-+", np.uint8)] = 1
+#: Half-width, in float64 ulps, of the band around a float32 rounding boundary in
+#: which the fast value is not trusted (its error is below 4 ulps, see _parse_floats).
+_GUARD_ULPS = 64
+#: More numbers than this fraction needing float() one by one: leave it to json.
+_MAX_SLOW_FRACTION = 0.01
+
+
+def _parse_floats(span: bytes) -> np.ndarray | None:
+    """Parse ``[[n, n, ...], ...]`` with decimal JSON numbers to float32 exactly as json would.
+
+    ``json.loads`` turns ``-?int(.frac)?([eE][+-]?exp)?`` into ``float(text)``
+    (the correctly rounded double D; integers into ``int``, whose double is also
+    correctly rounded) and ``np.asarray(..., float32)`` rounds D to float32.
+    Here the structure (``[[``, ``, `` or ``,``, ``], [``, ``]]``) and the number
+    grammar are checked by position, looking only at the non-digit bytes; each
+    number's integer part, fraction digits and exponent are read as int64 fields
+    by numpy's integer reader (one ``bytes.translate`` turns ``"-12.50e-3"``
+    into ``"-12,50,-3"``); ``m`` = the mantissa digits as one int64 and
+    ``d = m / 10**k`` (or ``m * 10**k``) in float64: at most three roundings
+    (m to double, the power of ten, the quotient), so ``|d - D| < 4`` float64
+    ulps of ``d``. Rounding ``d`` and ``D`` to float32 can only differ if a
+    float32 rounding boundary (a midpoint between float32 neighbours: the low
+    29 of the 52 mantissa bits equal to 2**28) lies between them; numbers within
+    :data:`_GUARD_ULPS` of one, outside float32's normal range, or with an
+    exponent of more than 4 digits or beyond ``_MAX_EXP10`` are converted by
+    ``float()``/``int()`` as json converts them. Non-finite results, more than
+    :data:`_MAX_DIGITS` significant digits, and anything outside the grammar
+    return None (json decides, errors included).
+    """
+    n = len(span)
+    if n < 5 or not (span.startswith(b"[[") and span.endswith(b"]]")):
+        return None
+    u = np.frombuffer(span, np.uint8)
+    special = np.flatnonzero((u - np.uint8(48)) > 9)  # every byte that is not a digit
+    c = u[special]
+    if np.any(_CLASS[c] == 0):
+        return None  # letters (NaN, Infinity), quotes, other whitespace, ...: json
+    prev = np.where(special > 0, u[np.maximum(special - 1, 0)], 91)
+    nxt = np.where(special < n - 1, u[np.minimum(special + 1, n - 1)], 93)
+    nxt2 = np.where(special < n - 2, u[np.minimum(special + 2, n - 1)], 93)
+
+    def digit(v):
+        return (v >= 48) & (v <= 57)
+
+    num_start = digit(nxt) | (nxt == 45)  # a number may begin after this byte
+    is_comma, is_space, is_open, is_close = c == 44, c == 32, c == 91, c == 93
+    after = np.where(nxt == 32, nxt2, nxt)  # what follows "," or ", "
+    ok = np.ones(len(c), bool)
+    ok[is_space] = (prev[is_space] == 44) & (nxt[is_space] != 32)
+    ok[is_comma] = np.where(prev[is_comma] == 93, after[is_comma] == 91,
+                            digit(prev[is_comma]) & (digit(after[is_comma]) | (after[is_comma] == 45)))
+    opn = special[is_open]
+    ok[is_open] = np.where(opn == 0, nxt[is_open] == 91,
+                           ((prev[is_open] == 44) | (prev[is_open] == 32) | (opn == 1))
+                           & num_start[is_open])
+    cls = special[is_close]
+    ok[is_close] = np.where(cls == n - 1, prev[is_close] == 93,
+                            digit(prev[is_close]) & ((nxt[is_close] == 44) | (cls == n - 2)))
+    # Inside numbers: "-" first or after e/E, "." and e/E between digits, "+" after e/E.
+    ch_is_e = (c == 101) | (c == 69)
+    after_e = (prev == 101) | (prev == 69)
+    starts_here = (prev == 44) | (prev == 32) | (prev == 91)
+    sel = c == 46
+    ok[sel] = digit(prev[sel]) & digit(nxt[sel])
+    ok[ch_is_e] = digit(prev[ch_is_e]) & (digit(nxt[ch_is_e]) | (nxt[ch_is_e] == 43) | (nxt[ch_is_e] == 45))
+    sel = c == 45
+    ok[sel] = (starts_here[sel] | after_e[sel]) & digit(nxt[sel])
+    sel = c == 43
+    ok[sel] = after_e[sel] & digit(nxt[sel])
+    if not ok.all():
+        return None
+    # Numbers: each ends at a "," or "]" that follows a digit and starts after the
+    # ",", ", " or "[" before it (the checks above make these alternate).
+    is_end = (is_comma | is_close) & digit(prev)
+    ends = special[is_end]
+    starts = special[(is_comma | is_space | is_open) & num_start] + 1
+    n_tok = len(ends)
+    if len(starts) != n_tok or n_tok == 0 or np.any(ends <= starts):
+        return None
+    row_ends = np.flatnonzero(is_close[is_end])
+    n_rows = len(row_ends)
+    if n_tok % n_rows:
+        return None
+    n_cols = n_tok // n_rows
+    if not np.array_equal(row_ends, np.arange(1, n_rows + 1) * n_cols - 1):
+        return None  # ragged rows
+    inner = ~(is_comma | is_space | is_open | is_close)
+    tok = (np.cumsum(is_end) - is_end)[inner]  # number index of each byte inside numbers
+    pos, ch = special[inner], c[inner]
+    is_dot, is_e = ch == 46, (ch == 101) | (ch == 69)
+    dots, tok_dot = pos[is_dot], tok[is_dot]
+    es, tok_e = pos[is_e], tok[is_e]
+    if np.any(np.diff(tok_dot) <= 0) or np.any(np.diff(tok_e) <= 0):
+        return None  # two dots or two exponents in one number
+    e_at = ends.copy()  # where each mantissa ends
+    e_at[tok_e] = es
+    if np.any(dots > e_at[tok_dot]):
+        return None  # a dot in the exponent
+    neg = u[starts] == 45
+    lead = starts + neg
+    if np.any((u[lead] == 48) & digit(u[lead + 1])):
+        return None  # leading zero (JSON: 0 or [1-9][0-9]*); lead + 1 <= an end
+    has_dot = np.zeros(n_tok, bool)
+    has_dot[tok_dot] = True
+    has_e = np.zeros(n_tok, bool)
+    has_e[tok_e] = True
+    n_frac = np.zeros(n_tok, np.int64)
+    n_frac[tok_dot] = e_at[tok_dot] - dots - 1
+    n_dig = e_at - lead - has_dot
+    long = np.flatnonzero(n_dig > _MAX_DIGITS)
+    if len(long):  # leading zeros ("0.00123...") do not count towards int64's range
+        at, zeros = lead[long], np.zeros(len(long), np.int64)
+        alive = np.ones(len(long), bool)
+        for _ in range(int(n_dig[long].max() - _MAX_DIGITS) + 1):
+            b = u[np.minimum(at, n - 1)]
+            alive &= (b == 48) | (b == 46)
+            zeros += alive & (b == 48)
+            at += 1
+        if np.any(n_dig[long] - zeros > _MAX_DIGITS):
+            return None  # an int64 would overflow: json
+    n_exp = np.zeros(n_tok, np.int64)  # exponent digits (sign excluded)
+    if len(es):
+        sgn = u[es + 1]
+        n_exp[tok_e] = ends[tok_e] - es - 1 - ((sgn == 45) | (sgn == 43))
+        if n_exp.max() > _MAX_DIGITS:
+            return None
+    fields = np.fromstring(span.translate(_TO_COMMAS, b" []"), dtype=np.int64, sep=",")
+    if len(fields) != n_tok + len(dots) + len(es):
+        return None
+    if len(dots) == n_tok and not len(es):  # all "int.frac" (the usual text of floats)
+        whole, frac, exp = np.abs(fields[0::2]), fields[1::2], 0
+    else:
+        extra = has_dot.astype(np.int64) + has_e
+        first_field = np.arange(n_tok) + np.cumsum(extra) - extra
+        last = len(fields) - 1
+        whole = np.abs(fields[first_field])
+        frac = np.where(has_dot, fields[np.minimum(first_field + 1, last)], 0)
+        exp = np.where(has_e, fields[np.minimum(first_field + 1 + has_dot, last)], 0)
+    # m = whole * 10**n_frac + frac: exact in int64 (<= 18 significant digits, and
+    # whole = 0 whenever the fraction has leading zeros beyond that).
+    m = np.where(whole == 0, frac, whole * _POW10_INT[np.minimum(n_frac, _MAX_DIGITS)] + frac)
+    slow = n_exp > 4
+    exp10 = np.where(slow, 0, exp) - n_frac
+    k10 = np.abs(exp10)
+    slow |= k10 > _MAX_EXP10
+    k10[slow] = 0
+    mf = m.astype(np.float64)
+    up = exp10 > 0
+    with np.errstate(over="ignore"):
+        d = mf / _POW10[k10]  # exact divisor for k10 <= 22; one rounding otherwise
+        if up.any():
+            d[up] = mf[up] * _POW10[k10[up]]
+    d[neg] = -d[neg]  # "-0.0" and "-0e1" are -0.0 (floats) ...
+    d[neg & (m == 0) & ~has_dot & ~has_e] = 0.0  # ... "-0" is the integer 0
+    ad = np.abs(d)
+    low = (d.view(np.uint64) & np.uint64((1 << 29) - 1)).astype(np.int64)
+    slow |= np.abs(low - (1 << 28)) <= _GUARD_ULPS
+    slow |= (ad < 2.0**-125) & (m != 0)  # float32 subnormal range: other rounding step
+    slow |= ~(ad < 3.4e38)  # near or beyond float32's largest finite value
+    idx = np.flatnonzero(slow)
+    if len(idx) > _MAX_SLOW_FRACTION * n_tok + 16:
+        return None
+    for i in idx:  # what json does with this number's text
+        text = span[starts[i]:ends[i]]
+        d[i] = float(text) if (has_dot[i] or has_e[i]) else float(int(text))
+    with np.errstate(over="ignore"):
+        out = d.astype(np.float32).reshape(n_rows, n_cols)
+    if not np.isfinite(out).all():
+        return None
+    return out
