@@ -164,3 +164,62 @@ def test_rescore_visibility_equals_rescoring_the_changed_features():
     assert sc.rescore_visibility(s_cut, 0.4, 0.9, 2.0, model) == pytest.approx(s_full, rel=1e-9)
     assert s_full > s_cut  # more of the square seen: a cut square's penalty is lifted
     assert sc.rescore_visibility(s_cut, 0.4, 0.3, 1.0, model) == s_cut  # never lowered here
+
+
+def _grid_levels(falloff: float, seed: int = 0, n_side: int = 8):
+    """Square centres on a 1000² frame and levels: a radial fall-off, an ice gradient, noise."""
+    from ptolemy_core.squares import measure
+
+    rng = np.random.default_rng(seed)
+    rr, cc = np.meshgrid(np.linspace(60, 940, n_side), np.linspace(60, 940, n_side), indexing="ij")
+    centers = np.stack([rr.ravel(), cc.ravel()], axis=1)
+    r, q = 2 * centers[:, 0] / 999 - 1, 2 * centers[:, 1] / 999 - 1
+    rho2 = 0.5 * (r * r + q * q)
+    level = 500.0 * (1 - falloff * rho2) * np.exp(0.05 * r) * (1 + 0.01 * rng.standard_normal(len(r)))
+    level[[3, 20, 41]] *= 1.6  # vacuum squares are off the fit
+    level[[10, 50]] *= 0.3  # thick ones too
+    full = np.ones(len(r), bool)
+    return measure, centers, level, full, rho2
+
+
+def test_illumination_fit_recovers_a_radial_fall_off():
+    measure, centers, level, full, rho2 = _grid_levels(0.25)
+    g = measure.illumination(centers, level, full, (1000, 1000))
+    # exp(b ρ²) against the true 1 - 0.25 ρ² (a few per cent apart at the far corners).
+    assert np.max(np.abs(g - (1 - 0.25 * rho2))) < 0.03
+    assert g[np.argmin(rho2)] > 0.99 and g.min() < 0.85
+
+
+def test_illumination_is_one_without_fall_off_or_without_enough_squares():
+    measure, centers, level, full, _ = _grid_levels(0.0)
+    assert np.all(measure.illumination(centers, level, full, (1000, 1000)) == 1.0)
+    # Brighter edges are not a fall-off.
+    _, centers, level, full, rho2 = _grid_levels(-0.2)
+    assert np.all(measure.illumination(centers, level, full, (1000, 1000)) == 1.0)
+    # Fewer than ILLUM_MIN_SQUARES uncut squares: nothing to fit.
+    _, centers, level, full, _ = _grid_levels(0.25)
+    cut = np.arange(len(full)) >= measure.ILLUM_MIN_SQUARES - 1
+    assert np.all(measure.illumination(centers, level, ~cut, (1000, 1000)) == 1.0)
+
+
+def test_vignetting_does_not_change_the_ice_thickness():
+    # The same atlas exposed with an even beam and with a 25 % fall-off to the corners: the
+    # fitted illumination brings the corner squares' thickness back to the even beam's.
+    rates = {"broken": 0.0, "empty": 0.1, "thick": 0.0, "opaque": 0.0, "cracked": 0.0, "contaminated": 0.0}
+    est = {}
+    for falloff in (0.0, 0.25):
+        sim = simulate_atlas(3, shape=(1024, 1024), montage=False, falloff=falloff, ice_mean_nm=60.0,
+                             mesh=400, pixel_size_nm=450.0, defect_rates=rates)
+        res = find_squares(sim.data)
+        assert res.i0 is not None
+        sq = sim.truth["squares"]
+        owner = _owners(res, sim.truth)
+        est[falloff] = {o: t.features["ice_thickness_nm"] for t, o in zip(res.targets, owner, strict=True)
+                        if o >= 0 and sq[o]["defect"] == "none" and sq[o]["visible_fraction"] == 1.0}
+        g = [t.features["illumination"] for t in res.targets]
+        assert (min(g) < 0.9) if falloff else (min(g) > 0.97)
+    common = sorted(set(est[0.0]) & set(est[0.25]))
+    assert len(common) >= 20
+    diff = np.array([est[0.25][o] - est[0.0][o] for o in common])
+    # Uncorrected, the corner squares read up to 350 ln(1/0.75) ≈ 100 nm thicker.
+    assert np.median(np.abs(diff)) < 8.0 and np.max(np.abs(diff)) < 30.0

@@ -197,7 +197,10 @@ def find_squares(image: Image | np.ndarray, *, pixel_size_nm: float | None = Non
     count, mean, std, bar_k = m.count[idx], m.mean[idx], m.std[idx], m.bar[idx]
     sub = measure.Measurements(count, mean, std, bar_k, m.peak[idx], edge, m.dip[idx],
                                core=m.core[idx], core_std=m.core_std[idx])
-    i0, thick, rel, _ = measure.ice_estimates(sub, full)
+    # The frame's illumination fall-off (vignetting) at each square: intensities above the
+    # bars are compared across the atlas (and with its vacuum) only after dividing by it.
+    illum = measure.illumination(corners.mean(axis=1), sub.core - bar_k, full, data.shape)
+    i0, thick, rel, _ = measure.ice_estimates(sub, full, illum)
     if i0 is None:
         notes.append("no vacuum (broken/empty square) found: I0 unknown, relative thickness only")
     seg_area = count * scale * scale
@@ -232,6 +235,7 @@ def find_squares(image: Image | np.ndarray, *, pixel_size_nm: float | None = Non
                 "core_std": float(m.core_std[idx[k]]),
                 "expected_vertices": None if expected is None or not edge[k] else
                 tuple((float(r), float(cc)) for r, cc in expected[k]),
+                "illumination": float(illum[k]),
             },
         ))
     scores, used = _score(img, targets, score.features_from_targets(targets), scorer, i0)

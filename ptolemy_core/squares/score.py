@@ -156,16 +156,19 @@ def features_from_targets(targets) -> np.ndarray:
         return np.zeros((0, len(FEATURES)))
     f = [t.features for t in targets]
     bar = np.array([d["bar_level"] for d in f], float)
+    # Intensities above the bars divided by the frame's estimated illumination (vignetting).
+    g = np.array([d.get("illumination", 1.0) for d in f], float)
     area = np.array([t.area for t in targets], float)
-    mean_level = np.array([t.brightness for t in targets], float) - bar
-    level = np.array([d.get("core", t.brightness) for t, d in zip(targets, f, strict=True)], float) - bar
-    std = np.array([d["std"] for d in f], float)
-    core_std = np.array([d.get("core_std", d["std"]) for d in f], float)
+    mean_level = (np.array([t.brightness for t in targets], float) - bar) / g
+    core = np.array([d.get("core", t.brightness) for t, d in zip(targets, f, strict=True)], float)
+    level = (core - bar) / g
+    std = np.array([d["std"] for d in f], float) / g
+    core_std = np.array([d.get("core_std", d["std"]) for d in f], float) / g
     seg = np.array([d["segment_area"] for d in f], float)
     vis = np.array([d["visible_fraction"] for d in f], float)
     edge = np.array([d["touches_edge"] for d in f], float)
-    peak = np.array([d["peak"] for d in f], float) - bar
-    dip = np.array([d["dip"] for d in f], float) - bar
+    peak = (np.array([d["peak"] for d in f], float) - bar) / g
+    dip = (np.array([d["dip"] for d in f], float) - bar) / g
     ice = [d["ice_thickness_nm"] for d in f]
     od = None if any(v is None for v in ice) else np.array(ice, float) / LAMBDA_NM["ice"]
     centers = np.array([t.center for t in targets], float)
