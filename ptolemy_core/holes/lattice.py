@@ -216,28 +216,52 @@ def _padded_power(a: np.ndarray) -> np.ndarray:
     return power
 
 
-def whitened_acf(a: np.ndarray) -> np.ndarray:
-    """Autocorrelation with a whitened spectrum, centred (``acf[H, W]`` = zero shift), window-corrected."""
-    h, w = a.shape
-    win_r, win_c = _tukey(h), _tukey(w)
-    power = _padded_power(a)
+_GRIDS: dict = {}
+
+
+def _freq_grid(h: int, w: int) -> dict:
+    """Radial frequency grids of the ``2h × 2w`` padded rfft layout, built once per crop shape.
+
+    ``kr`` |k| (cycles/px, float32), ``ri`` its ring index, ``cnt`` bins per ring (≥ 1),
+    ``acf_zero`` the bins :func:`whitened_acf` zeroes, ``acf_den`` its window-overlap divisor.
+    """
+    key = (h, w)
+    grid = _GRIDS.get(key)
+    if grid is not None:
+        return grid
     ky = np.fft.fftfreq(2 * h).astype(np.float32)[:, None]
     kx = np.fft.rfftfreq(2 * w).astype(np.float32)[None, :]
-    ri = np.rint(np.sqrt(ky * ky + kx * kx) * 2 * max(h, w)).astype(np.int32)
-    prof = np.bincount(ri.ravel(), power.ravel()) / np.maximum(np.bincount(ri.ravel()), 1)
-    prof = ndi.uniform_filter1d(prof, 3)
-    # half whitening: sharper peaks than the plain ACF without amplifying the noise floor
-    pw = power / np.sqrt(prof[ri] + 1e-20)
-    pw[ri < 3] = 0
-    pw[np.sqrt(ky * ky + kx * kx) > 1.0 / MIN_PERIOD] = 0
-    acf = np.fft.fftshift(np.fft.irfft2(pw, s=(2 * h, 2 * w)))
+    kr = np.sqrt(ky * ky + kx * kx)
+    ri = np.rint(kr * 2 * max(h, w)).astype(np.int32)
+    ri_flat = ri.ravel()
     # window overlap: separable autocorrelations of the two 1-D windows
+    win_r, win_c = _tukey(h), _tukey(w)
     ov_r = np.correlate(win_r, win_r, mode="full")
     ov_c = np.correlate(win_c, win_c, mode="full")
     ov = np.zeros((2 * h, 2 * w), np.float32)
     ov[1:, 1:] = np.outer(ov_r, ov_c)
     ov /= ov.max()
-    return (acf / np.maximum(ov, 0.05)).astype(np.float32)
+    grid = dict(kr=kr, ri=ri, ri_flat=ri_flat, cnt=np.maximum(np.bincount(ri_flat), 1),
+                acf_zero=(ri < 3) | (kr > 1.0 / MIN_PERIOD), acf_den=np.maximum(ov, 0.05))
+    if len(_GRIDS) >= 4:  # a few crop shapes per image; bounded memory across images
+        _GRIDS.clear()
+    _GRIDS[key] = grid
+    return grid
+
+
+def whitened_acf(a: np.ndarray) -> np.ndarray:
+    """Autocorrelation with a whitened spectrum, centred (``acf[H, W]`` = zero shift), window-corrected."""
+    h, w = a.shape
+    power = _padded_power(a)
+    g = _freq_grid(h, w)
+    ri = g["ri"]
+    prof = np.bincount(g["ri_flat"], power.ravel()) / g["cnt"]
+    prof = ndi.uniform_filter1d(prof, 3)
+    # half whitening: sharper peaks than the plain ACF without amplifying the noise floor
+    pw = power / np.sqrt(prof[ri] + 1e-20)
+    pw[g["acf_zero"]] = 0
+    acf = np.fft.fftshift(np.fft.irfft2(pw, s=(2 * h, 2 * w)))
+    return (acf / g["acf_den"]).astype(np.float32)
 
 
 def basis_from_spectrum(a: np.ndarray, threshold: float = 12.0):
@@ -250,18 +274,16 @@ def basis_from_spectrum(a: np.ndarray, threshold: float = 12.0):
     h, w = a.shape
     ph, pwid = 2 * h, 2 * w
     power = _padded_power(a).astype(np.float32)
-    ky = np.fft.fftfreq(ph).astype(np.float32)[:, None]
-    kx = np.fft.rfftfreq(pwid).astype(np.float32)[None, :]
-    ri = np.rint(np.sqrt(ky * ky + kx * kx) * 2 * max(h, w)).astype(np.int32)
-    cnt = np.maximum(np.bincount(ri.ravel()), 1)
+    g = _freq_grid(h, w)
+    ri, cnt = g["ri"], g["cnt"]
     # robust ring level: exp(mean log power) · e^γ is the mean of exponential noise, barely moved by peaks
-    level = np.exp(np.bincount(ri.ravel(), np.log(power.ravel() + 1e-30)) / cnt + 0.5772)
+    level = np.exp(np.bincount(g["ri_flat"], np.log(power.ravel() + 1e-30)) / cnt + 0.5772)
     level = np.exp(ndi.uniform_filter1d(np.log(level), 5))
     ratio = power / level[ri].astype(np.float32)
     ratio[ri < 4] = 0
     # periods under MIN_PERIOD px cannot be a hole lattice (rejected later anyway), but pixel-level
     # artefacts there (gain patterns, read-out stripes) would crowd the strongest peaks at low contrast
-    ratio[np.sqrt(ky * ky + kx * kx) > 1.0 / MIN_PERIOD] = 0
+    ratio[g["kr"] > 1.0 / MIN_PERIOD] = 0
     full = np.fft.fftshift(ratio, axes=0)  # rows centred, cols 0..W
     mx = ndi.maximum_filter(full, 5, mode="constant")
     pk = np.argwhere((full == mx) & (full > threshold))
@@ -312,14 +334,10 @@ def smoothed_spectrum(a: np.ndarray, max_period: float | None = None) -> np.ndar
     the padded spectrum, and the 3 × 3 mean lifts it clear.
     """
     h, w = a.shape
-    ph, pwid = 2 * h, 2 * w
     power = _padded_power(a).astype(np.float32)
-    ky = np.fft.fftfreq(ph).astype(np.float32)[:, None]
-    kx = np.fft.rfftfreq(pwid).astype(np.float32)[None, :]
-    kr = np.sqrt(ky * ky + kx * kx)
-    ri = np.rint(kr * 2 * max(h, w)).astype(np.int32)
-    cnt = np.maximum(np.bincount(ri.ravel()), 1)
-    level = np.exp(np.bincount(ri.ravel(), np.log(power.ravel() + 1e-30)) / cnt + 0.5772)
+    g = _freq_grid(h, w)
+    kr, ri, cnt = g["kr"], g["ri"], g["cnt"]
+    level = np.exp(np.bincount(g["ri_flat"], np.log(power.ravel() + 1e-30)) / cnt + 0.5772)
     level = np.exp(ndi.uniform_filter1d(np.log(level), 5))
     ratio = power / level[ri].astype(np.float32)
     for line in (ratio[:, :2], ratio[:2, :].T, ratio[-1:, :].T):
@@ -413,30 +431,37 @@ def refine_in_spectrum(sm: np.ndarray, basis: np.ndarray, order: int = 4) -> np.
     kmat = np.linalg.inv(basis).T  # rows: reciprocal vectors (cycles/px), k_i · a_j = δ_ij
     mn = np.array([(m, n) for m in range(-order, order + 1) for n in range(-order, order + 1)
                    if (m, n) != (0, 0)], float)
+    ncol = sm.shape[1]
     for half in (3, 2):
         ks = mn @ kmat
         flip = ks[:, 1] < 0
         ks[flip] *= -1
         sgn = np.where(flip, -1.0, 1.0)
-        rows, obs, wts = [], [], []
-        for k, idx, sg in zip(ks, mn, sgn, strict=True):
-            r, c = int(round(k[0] * ph)) + ph // 2, int(round(k[1] * pwid))
-            if not (half + 1 <= r < ph - half - 1 and 0 <= c < sm.shape[1] - half - 1):
-                continue
-            c0 = max(0, c - half)
-            win = sm[r - half:r + half + 1, c0:c + half + 1]
-            q = int(np.argmax(win))
-            pr, pc = r - half + q // win.shape[1], c0 + q % win.shape[1]
-            if sm[pr, pc] < 2.0 or pc == 0 or pr in (0, ph - 1):
-                continue
-            sr, sc = _subpixel(sm, pr, pc)
-            rows.append(idx * sg)
-            obs.append(((sr - ph // 2) / ph, sc / pwid))
-            wts.append(float(sm[pr, pc]) - 1.0)
-        if len(rows) < 3:
+        r = np.rint(ks[:, 0] * ph).astype(np.int64) + ph // 2
+        c = np.rint(ks[:, 1] * pwid).astype(np.int64)
+        sel = (half + 1 <= r) & (r < ph - half - 1) & (0 <= c) & (c < ncol - half - 1)
+        r, c, idx, sg = r[sel], c[sel], mn[sel], sgn[sel]
+        if len(r) < 3:
             return basis
-        design, obs, wts = np.asarray(rows), np.asarray(obs), np.sqrt(np.asarray(wts))[:, None]
-        if np.linalg.matrix_rank(design) < 2:
+        # the brightest bin of each window (columns < 0 left out; first in row-major order as
+        # np.argmax over the clipped window)
+        off = np.arange(-half, half + 1)
+        cc = c[:, None] + off[None, :]
+        win = sm[r[:, None, None] + off[None, :, None], np.maximum(cc, 0)[:, None, :]]
+        win = np.where((cc >= 0)[:, None, :], win, -np.inf)
+        q = np.argmax(win.reshape(len(r), -1), axis=1)
+        pr, pc = r - half + q // (2 * half + 1), c - half + q % (2 * half + 1)
+        peak = sm[pr, pc]
+        ok = (peak >= 2.0) & (pc != 0) & (pr != 0) & (pr != ph - 1)
+        if ok.sum() < 3:
+            return basis
+        sr, sc = _subpixel_many(sm, pr[ok], pc[ok])
+        design = idx[ok] * sg[ok][:, None]
+        obs = np.column_stack([(sr - ph // 2) / ph, sc / pwid])
+        wts = np.sqrt(peak[ok].astype(np.float64) - 1.0)[:, None]
+        # rank < 2 exactly when every 2 × 2 minor of the small-integer design vanishes (what
+        # matrix_rank's SVD decides for it: its smallest non-zero singular value is ≫ the tolerance)
+        if not (np.outer(design[:, 0], design[:, 1]) != np.outer(design[:, 1], design[:, 0])).any():
             return basis
         kmat, *_ = np.linalg.lstsq(design * wts, obs * wts, rcond=None)
     if abs(float(np.linalg.det(kmat))) < 1e-12:
@@ -444,6 +469,19 @@ def refine_in_spectrum(sm: np.ndarray, basis: np.ndarray, order: int = 4) -> np.
     out = np.linalg.inv(kmat).T
     a_, b_ = reduce_basis(out[0], out[1])
     return np.vstack([a_, b_])
+
+
+def _subpixel_many(a: np.ndarray, r: np.ndarray, c: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`_subpixel` at many peaks ``(r, c)`` (integer arrays): the same arithmetic, vectorised."""
+    z = a[r, c]
+
+    def par(m, p):
+        den = m - 2 * z + p
+        with np.errstate(divide="ignore", invalid="ignore"):
+            q = np.clip(0.5 * (m - p) / den, -0.5, 0.5)
+        return np.where(den >= 0, 0.0, q).astype(np.float64)
+
+    return r + par(a[r - 1, c], a[r + 1, c]), c + par(a[r, c - 1], a[r, c + 1])
 
 
 def _subpixel(acf: np.ndarray, r: int, c: int) -> tuple[float, float]:
@@ -468,7 +506,9 @@ def basis_from_acf(acf: np.ndarray, shape: tuple[int, int], min_len: float = 3.0
     region = acf[ch - lim_r: ch + lim_r + 1, cw - lim_c: cw + lim_c + 1]
     med = float(np.median(region))
     noise = 1.4826 * float(np.median(np.abs(region - med))) + 1e-12
-    mx = ndi.maximum_filter(region, 5)
+    # a 5 × 5 maximum is the 3 × 3 maximum of the 3 × 3 maxima (exactly, reflect mode included)
+    mxa = ndi.maximum_filter(region, 3)
+    mx = ndi.maximum_filter(mxa, 3)
     pk = np.argwhere((region == mx) & (region > med + 3 * noise))
     if len(pk) < 2:
         return None
@@ -483,9 +523,9 @@ def basis_from_acf(acf: np.ndarray, shape: tuple[int, int], min_len: float = 3.0
     order = np.argsort(-vals)[:40]
     pk, vals = pk[order], vals[order]
     ref = float(np.median(vals[: min(10, len(vals))])) - med
-    vecs = np.array([np.subtract(_subpixel(region, r, c), (lim_r, lim_c)) for r, c in pk])
+    sr, sc = _subpixel_many(region, pk[:, 0], pk[:, 1])
+    vecs = np.column_stack([sr - lim_r, sc - lim_c])
     short = vecs[np.argsort(np.hypot(vecs[:, 0], vecs[:, 1]))[:16]]
-    mxa = ndi.maximum_filter(region, 3)
     best = None
     seen = set()
     mm = np.array([(m, n) for m in range(-4, 5) for n in range(-4, 5) if (m, n) != (0, 0)], float)
@@ -520,6 +560,11 @@ def basis_from_acf(acf: np.ndarray, shape: tuple[int, int], min_len: float = 3.0
     return basis, best[2]
 
 
+#: Lattice orders (m, n) whose ACF peaks :func:`_refine_on_acf` fits (row-major, origin left out).
+_ACF_ORDERS = np.array([(m, n) for m in range(-12, 13) for n in range(-12, 13) if (m, n) != (0, 0)],
+                       np.int64)
+
+
 def _refine_on_acf(region: np.ndarray, basis: np.ndarray, centre, level: float) -> np.ndarray:
     """Least-squares basis from the sub-pixel positions of all predicted ACF peaks.
 
@@ -527,27 +572,25 @@ def _refine_on_acf(region: np.ndarray, basis: np.ndarray, centre, level: float) 
     """
     lim_r, lim_c = centre
     half = max(2, int(0.2 * np.linalg.norm(basis, axis=1).min()))
-    rows, targets = [], []
-    for m in range(-12, 13):
-        for n in range(-12, 13):
-            if (m, n) == (0, 0):
-                continue
-            p = m * basis[0] + n * basis[1]
-            r, c = int(round(p[0])) + lim_r, int(round(p[1])) + lim_c
-            if not (half + 1 <= r < region.shape[0] - half - 1
-                    and half + 1 <= c < region.shape[1] - half - 1):
-                continue
-            win = region[r - half:r + half + 1, c - half:c + half + 1]
-            k = int(np.argmax(win))
-            pr, pc = r - half + k // win.shape[1], c - half + k % win.shape[1]
-            if region[pr, pc] < level or pr in (0, region.shape[0] - 1) or pc in (0, region.shape[1] - 1):
-                continue
-            sr, sc = _subpixel(region, pr, pc)
-            rows.append((m, n))
-            targets.append((sr - lim_r, sc - lim_c))
-    if len(rows) < 4:
+    mn = _ACF_ORDERS
+    p = mn[:, 0:1] * basis[0] + mn[:, 1:2] * basis[1]
+    r = np.rint(p[:, 0]).astype(np.int64) + lim_r
+    c = np.rint(p[:, 1]).astype(np.int64) + lim_c
+    hh, ww = region.shape
+    sel = (half + 1 <= r) & (r < hh - half - 1) & (half + 1 <= c) & (c < ww - half - 1)
+    mn, r, c = mn[sel], r[sel], c[sel]
+    if len(r) < 4:
         return basis
-    design, targets = np.asarray(rows, float), np.asarray(targets)
+    # the brightest pixel of each window (the first in row-major order, as np.argmax)
+    off = np.arange(-half, half + 1)
+    win = region[r[:, None, None] + off[None, :, None], c[:, None, None] + off[None, None, :]]
+    k = np.argmax(win.reshape(len(r), -1), axis=1)
+    pr, pc = r - half + k // (2 * half + 1), c - half + k % (2 * half + 1)
+    ok = (region[pr, pc] >= level) & (pr != 0) & (pr != hh - 1) & (pc != 0) & (pc != ww - 1)
+    if ok.sum() < 4:
+        return basis
+    sr, sc = _subpixel_many(region, pr[ok], pc[ok])
+    design, targets = mn[ok].astype(float), np.column_stack([sr - lim_r, sc - lim_c])
     fit, *_ = np.linalg.lstsq(design, targets, rcond=None)
     res = np.linalg.norm(targets - design @ fit, axis=1)
     keep = res <= max(3 * np.median(res), 0.7)
@@ -593,20 +636,19 @@ def _cell_index(kmat: np.ndarray, rows: np.ndarray, cols: np.ndarray, m: int):
     u = kmat[0, 0] * rows + kmat[0, 1] * cols
     v = kmat[1, 0] * rows + kmat[1, 1] * cols
     fu, fv = np.floor(u), np.floor(v)
-    # in place, same arithmetic as floor((u - floor(u)) * m) % m
+    # in place, the arithmetic of floor((u - floor(u)) * m) % m: the floor lies in 0..m (m for a
+    # fraction within rounding of 1), so the modulo only wraps m to 0; bins stay exact in float64
     u -= fu
     u *= m
     np.floor(u, out=u)
+    u[u >= m] = 0
     v -= fv
     v *= m
     np.floor(v, out=v)
-    iu = u.astype(np.int64)
-    iu %= m
-    iu *= m
-    iv = v.astype(np.int64)
-    iv %= m
-    iu += iv
-    return iu.ravel(), fu, fv
+    v[v >= m] = 0
+    u *= m
+    u += v
+    return u.astype(np.int64).ravel(), fu, fv
 
 
 def _row_median(x: np.ndarray) -> np.ndarray:
