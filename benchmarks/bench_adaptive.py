@@ -140,6 +140,43 @@ def server_timings(repeats: int = 5) -> tuple[str, list[str]]:
     return table, notes
 
 
+def decode_timings(repeats: int = 5) -> str:
+    """JSON decoding of a 1024 x 1440 image body: plain ``json`` vs the fast path, ints and floats.
+
+    Float bodies are what a client sends for a gain-corrected float32 frame
+    (``arr.tolist()``: 17-digit reprs) and for short decimals; each result is
+    checked bit-identical to ``np.asarray(json.loads(body)["image"], float32)``.
+    """
+    from ptolemy_core.server.decode import split_image_body
+
+    rng = np.random.default_rng(0)
+    counts = rng.poisson(300.0, (1024, 1440))
+    cases = [("integer counts", counts.tolist()),
+             ("float32 frame (17-digit reprs)", (counts * rng.uniform(0.9, 1.1, counts.shape))
+              .astype(np.float32).tolist()),
+             ("2-decimal floats", np.round(counts * rng.uniform(0.9, 1.1, counts.shape), 2).tolist())]
+    rows = ["| 1024 x 1440 image body | MB | json s (min / median of "
+            f"{repeats}) | json CPU s | fast path s (min / median) | fast CPU s | identical |",
+            "|---|---:|---:|---:|---:|---:|---|"]
+    for label, img in cases:
+        body = json.dumps({"image": img, "grid_id": 1, "square_id": 0, "mm_img_id": 1}).encode()
+        out = {}
+        for name, fn in (("json", lambda b=body: np.asarray(json.loads(b)["image"], dtype=np.float32)),
+                         ("fast", lambda b=body: split_image_body(b)[1])):
+            wall, cpu = [], []
+            for _ in range(repeats):
+                t0, c0 = time.perf_counter(), time.process_time()
+                res = fn()
+                wall.append(time.perf_counter() - t0)
+                cpu.append(time.process_time() - c0)
+            out[name] = (res, min(wall), float(np.median(wall)), min(cpu))
+        same = np.array_equal(out["json"][0].view(np.uint32), out["fast"][0].view(np.uint32))
+        rows.append(f"| {label} | {len(body) / 1e6:.1f} | {out['json'][1]:.2f} / {out['json'][2]:.2f} | "
+                    f"{out['json'][3]:.2f} | {out['fast'][1]:.2f} / {out['fast'][2]:.2f} | "
+                    f"{out['fast'][3]:.2f} | {'yes' if same else 'NO'} |")
+    return "\n".join(rows)
+
+
 def end_to_end(seeds, scenarios=("usual", "thick"), n_squares: int = 6, per_square: int = 4, trace=None):
     """Smaller end-to-end variant: real simulators + real finders + the server's state object.
 
@@ -310,13 +347,18 @@ def main() -> int:
     load0 = os.getloadavg()[0]
     table, notes = server_timings()
     notes.append(f"1-min load average {load0:.1f} before and {os.getloadavg()[0]:.1f} after the timings "
-                 "(2 cores); JSON decode = integer images by numpy (`ptolemy_core/server/decode.py`), "
-                 "float images by `json`")
+                 "(2 cores); JSON decode = integer and decimal images by numpy "
+                 "(`ptolemy_core/server/decode.py`, bit-identical to `json`), anything unusual by `json`")
     print(table)
     for n in notes:
         print("note:", n)
+    load1 = os.getloadavg()[0]
+    dec = decode_timings()
+    print(dec)
     parts += ["### Learning server (`ptolemy serve`), loopback HTTP", "", f"On {host}.", "", table, ""]
     parts += [f"- {n}" for n in notes]
+    parts += ["", "JSON decoding alone (`decode_timings` in this script; 1-min load average "
+              f"{load1:.1f} before, {os.getloadavg()[0]:.1f} after):", "", dec]
     if not opts.no_readme:
         update_readme("\n".join(parts))
     return 0

@@ -158,11 +158,11 @@ _MAX_EXP10 = 300
 #: Mantissa digits that fit an int64 exactly (10**18 < 2**63).
 _MAX_DIGITS = 18
 _POW10_INT = 10 ** np.arange(_MAX_DIGITS + 1, dtype=np.int64)
-#: Dots and exponent letters become field separators (see _parse_floats).
-_TO_COMMAS = bytes.maketrans(b".eE", b",,,")
-#: Bytes allowed between the digits of a decimal image: , space [ ] . e E - +
+#: Exponent letters become field separators (see _parse_floats).
+_E_TO_COMMA = bytes.maketrans(b"eE", b",,")
+#: Bytes allowed between the digits of a decimal image (besides ", "): , [ ] . e E - +
 _CLASS = np.zeros(256, np.uint8)
-_CLASS[np.frombuffer(b", [].eE-+", np.uint8)] = 1
+_CLASS[np.frombuffer(b",[].eE-+", np.uint8)] = 1
 #: Half-width, in float64 ulps, of the band around a float32 rounding boundary in
 #: which the fast value is not trusted (its error is below 4 ulps, see _parse_floats).
 _GUARD_ULPS = 64
@@ -178,9 +178,9 @@ def _parse_floats(span: bytes) -> np.ndarray | None:
     correctly rounded) and ``np.asarray(..., float32)`` rounds D to float32.
     Here the structure (``[[``, ``, `` or ``,``, ``], [``, ``]]``) and the number
     grammar are checked by position, looking only at the non-digit bytes; each
-    number's integer part, fraction digits and exponent are read as int64 fields
-    by numpy's integer reader (one ``bytes.translate`` turns ``"-12.50e-3"``
-    into ``"-12,50,-3"``); ``m`` = the mantissa digits as one int64 and
+    number's mantissa digits (the dot deleted) and exponent are read as int64
+    fields by numpy's integer reader (one ``bytes.translate`` turns
+    ``"-12.50e-3"`` into ``"-1250,-3"``), so ``m`` is exact, and
     ``d = m / 10**k`` (or ``m * 10**k``) in float64: at most three roundings
     (m to double, the power of ten, the quotient), so ``|d - D| < 4`` float64
     ulps of ``d``. Rounding ``d`` and ``D`` to float32 can only differ if a
@@ -195,50 +195,46 @@ def _parse_floats(span: bytes) -> np.ndarray | None:
     n = len(span)
     if n < 5 or not (span.startswith(b"[[") and span.endswith(b"]]")):
         return None
+    n_space = span.count(b" ")  # spaces are allowed only as ", " (counted below)
     u = np.frombuffer(span, np.uint8)
-    special = np.flatnonzero((u - np.uint8(48)) > 9)  # every byte that is not a digit
+    special = np.flatnonzero(((u - np.uint8(48)) > 9) & (u != 32))  # not a digit, not a space
     c = u[special]
     if np.any(_CLASS[c] == 0):
         return None  # letters (NaN, Infinity), quotes, other whitespace, ...: json
-    prev = np.where(special > 0, u[np.maximum(special - 1, 0)], 91)
-    nxt = np.where(special < n - 1, u[np.minimum(special + 1, n - 1)], 93)
-    nxt2 = np.where(special < n - 2, u[np.minimum(special + 2, n - 1)], 93)
+    # Neighbours. The outer "[" (byte 0) and "]" (byte n - 1) are known; their
+    # neighbours read here are wrong and they are masked out below.
+    at = np.clip(special, 1, n - 2)
+    prev, nxt = u[at - 1], u[at + 1]
+    after = np.where(nxt == 32, u[np.minimum(at + 2, n - 1)], nxt)  # what follows "," or ", "
+    inside = (special > 0) & (special < n - 1)
 
     def digit(v):
-        return (v >= 48) & (v <= 57)
+        return (v - np.uint8(48)) <= 9
 
-    num_start = digit(nxt) | (nxt == 45)  # a number may begin after this byte
-    is_comma, is_space, is_open, is_close = c == 44, c == 32, c == 91, c == 93
-    after = np.where(nxt == 32, nxt2, nxt)  # what follows "," or ", "
-    ok = np.ones(len(c), bool)
-    ok[is_space] = (prev[is_space] == 44) & (nxt[is_space] != 32)
-    ok[is_comma] = np.where(prev[is_comma] == 93, after[is_comma] == 91,
-                            digit(prev[is_comma]) & (digit(after[is_comma]) | (after[is_comma] == 45)))
-    opn = special[is_open]
-    ok[is_open] = np.where(opn == 0, nxt[is_open] == 91,
-                           ((prev[is_open] == 44) | (prev[is_open] == 32) | (opn == 1))
-                           & num_start[is_open])
-    cls = special[is_close]
-    ok[is_close] = np.where(cls == n - 1, prev[is_close] == 93,
-                            digit(prev[is_close]) & ((nxt[is_close] == 44) | (cls == n - 2)))
-    # Inside numbers: "-" first or after e/E, "." and e/E between digits, "+" after e/E.
-    ch_is_e = (c == 101) | (c == 69)
-    after_e = (prev == 101) | (prev == 69)
-    starts_here = (prev == 44) | (prev == 32) | (prev == 91)
-    sel = c == 46
-    ok[sel] = digit(prev[sel]) & digit(nxt[sel])
-    ok[ch_is_e] = digit(prev[ch_is_e]) & (digit(nxt[ch_is_e]) | (nxt[ch_is_e] == 43) | (nxt[ch_is_e] == 45))
-    sel = c == 45
-    ok[sel] = (starts_here[sel] | after_e[sel]) & digit(nxt[sel])
-    sel = c == 43
-    ok[sel] = after_e[sel] & digit(nxt[sel])
-    if not ok.all():
+    dig_p, dig_n, dig_a = digit(prev), digit(nxt), digit(after)
+    is_e = (c == 101) | (c == 69)
+    e_p = (prev == 101) | (prev == 69)
+    is_comma, is_open, is_close = c == 44, c == 91, c == 93
+    # Inside numbers: "." and e/E between digits, "-" first or after e/E, "+" after e/E;
+    # "," after a number and before one, or "]," before "[" / "], [".
+    ok = (((c == 46) & dig_p & dig_n)
+          | (is_e & dig_p & (dig_n | (nxt == 43) | (nxt == 45)))
+          | ((c == 45) & ((prev == 44) | (prev == 32) | (prev == 91) | e_p) & dig_n)
+          | ((c == 43) & e_p & dig_n)
+          | (is_comma & ((dig_p & (dig_a | (after == 45))) | ((prev == 93) & (after == 91)))))
+    br = np.flatnonzero(is_open | is_close)  # 2 per row: check them one kind at a time
+    pb, cb, nb = special[br], c[br], nxt[br]
+    ok[br] = (~inside[br]
+              | ((cb == 91) & ((prev[br] == 44) | (prev[br] == 32) | (pb == 1)) & (digit(nb) | (nb == 45)))
+              | ((cb == 93) & dig_p[br] & ((nb == 44) | (pb == n - 2))))
+    if not ok.all() or np.count_nonzero(is_comma & (nxt == 32)) != n_space:
         return None
     # Numbers: each ends at a "," or "]" that follows a digit and starts after the
-    # ",", ", " or "[" before it (the checks above make these alternate).
-    is_end = (is_comma | is_close) & digit(prev)
+    # "," / ", " or "[" before it (the rules above make these alternate).
+    is_end = (is_comma | is_close) & dig_p & inside
     ends = special[is_end]
-    starts = special[(is_comma | is_space | is_open) & num_start] + 1
+    begin = (is_comma | is_open) & (dig_a | (after == 45)) & inside
+    starts = special[begin] + 1 + (nxt[begin] == 32)
     n_tok = len(ends)
     if len(starts) != n_tok or n_tok == 0 or np.any(ends <= starts):
         return None
@@ -249,12 +245,12 @@ def _parse_floats(span: bytes) -> np.ndarray | None:
     n_cols = n_tok // n_rows
     if not np.array_equal(row_ends, np.arange(1, n_rows + 1) * n_cols - 1):
         return None  # ragged rows
-    inner = ~(is_comma | is_space | is_open | is_close)
+    inner = ~(is_comma | is_open | is_close)
     tok = (np.cumsum(is_end) - is_end)[inner]  # number index of each byte inside numbers
     pos, ch = special[inner], c[inner]
-    is_dot, is_e = ch == 46, (ch == 101) | (ch == 69)
+    is_dot, in_e = ch == 46, (ch == 101) | (ch == 69)
     dots, tok_dot = pos[is_dot], tok[is_dot]
-    es, tok_e = pos[is_e], tok[is_e]
+    es, tok_e = pos[in_e], tok[in_e]
     if np.any(np.diff(tok_dot) <= 0) or np.any(np.diff(tok_e) <= 0):
         return None  # two dots or two exponents in one number
     e_at = ends.copy()  # where each mantissa ends
@@ -289,21 +285,17 @@ def _parse_floats(span: bytes) -> np.ndarray | None:
         n_exp[tok_e] = ends[tok_e] - es - 1 - ((sgn == 45) | (sgn == 43))
         if n_exp.max() > _MAX_DIGITS:
             return None
-    fields = np.fromstring(span.translate(_TO_COMMAS, b" []"), dtype=np.int64, sep=",")
-    if len(fields) != n_tok + len(dots) + len(es):
+    # Each number becomes its mantissa digits as one integer field (the dot
+    # deleted), plus its exponent as a second field: "-12.50e-3" -> "-1250,-3".
+    fields = np.fromstring(span.translate(_E_TO_COMMA, b". []"), dtype=np.int64, sep=",")
+    if len(fields) != n_tok + len(es):
         return None
-    if len(dots) == n_tok and not len(es):  # all "int.frac" (the usual text of floats)
-        whole, frac, exp = np.abs(fields[0::2]), fields[1::2], 0
+    if len(es):
+        first = np.arange(n_tok) + np.cumsum(has_e) - has_e
+        m, exp = np.abs(fields[first]), np.zeros(n_tok, np.int64)
+        exp[tok_e] = fields[first[tok_e] + 1]
     else:
-        extra = has_dot.astype(np.int64) + has_e
-        first_field = np.arange(n_tok) + np.cumsum(extra) - extra
-        last = len(fields) - 1
-        whole = np.abs(fields[first_field])
-        frac = np.where(has_dot, fields[np.minimum(first_field + 1, last)], 0)
-        exp = np.where(has_e, fields[np.minimum(first_field + 1 + has_dot, last)], 0)
-    # m = whole * 10**n_frac + frac: exact in int64 (<= 18 significant digits, and
-    # whole = 0 whenever the fraction has leading zeros beyond that).
-    m = np.where(whole == 0, frac, whole * _POW10_INT[np.minimum(n_frac, _MAX_DIGITS)] + frac)
+        m, exp = np.abs(fields), 0
     slow = n_exp > 4
     exp10 = np.where(slow, 0, exp) - n_frac
     k10 = np.abs(exp10)
@@ -315,11 +307,12 @@ def _parse_floats(span: bytes) -> np.ndarray | None:
         d = mf / _POW10[k10]  # exact divisor for k10 <= 22; one rounding otherwise
         if up.any():
             d[up] = mf[up] * _POW10[k10[up]]
-    d[neg] = -d[neg]  # "-0.0" and "-0e1" are -0.0 (floats) ...
+    np.negative(d, out=d, where=neg)  # "-0.0" and "-0e1" are -0.0 (floats) ...
     d[neg & (m == 0) & ~has_dot & ~has_e] = 0.0  # ... "-0" is the integer 0
     ad = np.abs(d)
-    low = (d.view(np.uint64) & np.uint64((1 << 29) - 1)).astype(np.int64)
-    slow |= np.abs(low - (1 << 28)) <= _GUARD_ULPS
+    # |low 29 bits - 2**28| <= guard, as one unsigned comparison (mod 2**29)
+    low = (d.view(np.uint64) + np.uint64(_GUARD_ULPS - (1 << 28) + (1 << 29))) & np.uint64((1 << 29) - 1)
+    slow |= low <= np.uint64(2 * _GUARD_ULPS)
     slow |= (ad < 2.0**-125) & (m != 0)  # float32 subnormal range: other rounding step
     slow |= ~(ad < 3.4e38)  # near or beyond float32's largest finite value
     idx = np.flatnonzero(slow)
