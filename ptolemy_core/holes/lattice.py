@@ -910,6 +910,7 @@ def _estimate_basis(img: np.ndarray, max_side: int, diagnostics: dict | None):
         cands.append((snr, best_ch, abs(float(np.linalg.det(b))) * f * f, b * f, f, ch))
 
     consistency: dict[int, float] = {}
+    acf_found: dict[int, tuple | None] = {}  # per analysed scale: basis_from_acf of its crop
 
     def best_credible(source=None):
         """Best-folding candidate whose image halves agree (a large spurious cell can fold well)."""
@@ -934,7 +935,8 @@ def _estimate_basis(img: np.ndarray, max_side: int, diagnostics: dict | None):
         flat = flatten(crop, max(crop.shape) / 8.0)
         flats[f, "flat"] = flat
         spectra[f, "flat"] = smoothed_spectrum(flat)
-        for res in (basis_from_acf(whitened_acf(flat), crop.shape), basis_from_spectrum(flat)):
+        acf_found[f] = basis_from_acf(whitened_acf(flat), crop.shape)
+        for res in (acf_found[f], basis_from_spectrum(flat)):
             if res is not None:
                 add(res[0], f, "flat")
         best = best_credible()
@@ -1063,10 +1065,11 @@ def _estimate_basis(img: np.ndarray, max_side: int, diagnostics: dict | None):
     pitch = float(np.linalg.norm(basis, axis=1).min())
     f2 = max(1, int(pitch / 16.0))
     if f2 < f:
-        crop = _central_crop(img, f2, max_side)
-        if min(crop.shape) >= 24:
-            flat = flatten(crop, max(crop.shape) / 8.0)
-            res = basis_from_acf(whitened_acf(flat), crop.shape)
+        crop = _central_crop(img, f2, max_side) if f2 not in acf_found else None
+        if f2 in acf_found or min(crop.shape) >= 24:
+            # the same crop's ACF basis when that scale was analysed above
+            res = acf_found[f2] if f2 in acf_found else \
+                basis_from_acf(whitened_acf(flatten(crop, max(crop.shape) / 8.0)), crop.shape)
             if res is not None and _same_lattice(res[0] * f2, basis, tol=0.08):
                 basis = res[0] * f2
     a_, b_ = reduce_basis(basis[0], basis[1])
