@@ -32,9 +32,14 @@ next to the bars (meniscus), so the centre is the better thickness probe.
   :data:`OD_ICE_OVER` / :data:`OD_ICE_UNDER` (piecewise-linear: too thick and too thin ice
   are bad, whatever the other squares look like), and ``od_typical`` (that median).
 
+Every intensity above the bars is first divided by the square's ``illumination`` feature
+(the frame's fitted radial fall-off, :func:`ptolemy_core.squares.measure.illumination`):
+vignetting darkens a frame's corners by up to ~25 %, which read as ~100 nm of extra ice
+against a vacuum square near the centre and as "darker than the typical square".
+
 The only dependence on the other squares is the documented normalisation by the atlas's
 uncut squares (median area, centre level and optical depth, the neighbours' median level,
-the vacuum level), as the paper normalises crops per atlas.
+the vacuum level, the illumination fit), as the paper normalises crops per atlas.
 """
 
 from __future__ import annotations
