@@ -166,8 +166,11 @@ def flatten(a: np.ndarray, sigma: float, clip: float | None = None) -> np.ndarra
     step = (max(1, a.shape[0] // 256), max(1, a.shape[1] // 256))
     med = float(np.median(a[::step[0], ::step[1]]))
     if med > 0:
-        a = np.where(a < 0.3 * med, np.float32(med), a)
-    a = ndi.gaussian_filter(a, 0.7)
+        dark = a < 0.3 * med
+        if dark.any():  # (no copy when nothing is opaque)
+            a = np.where(dark, np.float32(med), a)
+        del dark
+    a = ndi.gaussian_filter(a, 0.7)  # a new array: modified in place below
     sub = a[::step[0], ::step[1]]
     med = float(np.median(sub))
     # tight clip: sparse outliers (empty/thick holes, contamination) would dominate the
@@ -177,10 +180,35 @@ def flatten(a: np.ndarray, sigma: float, clip: float | None = None) -> np.ndarra
     sig = max(1.4826 * float(np.median(np.abs(sub - med))), (q75 - q25) / 1.349,
               0.25 * float(sub.std()), 1e-9)
     k = CLIP_SIGMA if clip is None else clip
-    out = np.clip(a, med - k * sig, med + k * sig)
-    out = out - smooth_background(out, sigma)
+    lo, hi = med - k * sig, med + k * sig
+    # in place unless the bounds promote (numpy float64 when the IQR sets sig: a float64 result)
+    out = np.clip(a, lo, hi, out=a) if np.result_type(a, lo, hi) == a.dtype else np.clip(a, lo, hi)
+    _subtract_background(out, sigma)
     sd = float(out.std())
-    return (out / sd if sd > 0 else out).astype(np.float32)
+    if sd > 0:
+        np.divide(out, sd, out=out)
+    return out.astype(np.float32, copy=False)
+
+
+def _subtract_background(a: np.ndarray, sigma: float) -> None:
+    """``a -= smooth_background(a, sigma)`` in place, without building the full-size background."""
+    f = max(1, int(sigma / 4))
+    if f == 1:
+        a -= ndi.gaussian_filter(a, sigma, mode="nearest")
+        return
+    small = ndi.gaussian_filter(bin_image(a, f), sigma / f, mode="nearest").astype(np.float32)
+    h, w = small.shape[0] * f, small.shape[1] * f
+    # the nearest-upsampled blocks, then the edge rows/columns beyond them (np.pad "edge")
+    blocks = np.lib.stride_tricks.as_strided(
+        a, shape=(small.shape[0], f, small.shape[1], f),
+        strides=(f * a.strides[0], a.strides[0], f * a.strides[1], a.strides[1]))
+    blocks -= small[:, None, :, None]
+    if w < a.shape[1]:
+        a[:h, w:] -= np.repeat(small[:, -1:], f, axis=0)
+    if h < a.shape[0]:
+        a[h:, :w] -= np.repeat(small[-1:, :], f, axis=1)
+        if w < a.shape[1]:
+            a[h:, w:] -= small[-1, -1]
 
 
 def smooth_background(a: np.ndarray, sigma: float) -> np.ndarray:
