@@ -6,7 +6,6 @@ import math
 from dataclasses import dataclass, field
 
 import numpy as np
-from scipy import ndimage as ndi
 
 from ..errors import PtolemyInputError, PtolemyUnavailableError
 from ..image import Image, as_image
@@ -154,7 +153,7 @@ def _prepare(data: np.ndarray, basis_full: np.ndarray, scale: int | None = None,
     cell_area = abs(float(np.linalg.det(basis)))
     # masks and visibility work on a coarser, smoothed copy (memory and time at 8192²)
     cf = max(1, int(0.1 * pitch_w))
-    smooth = ndi.gaussian_filter(lat.bin_image(work, cf), max(0.7, 0.12 * pitch_w / cf))
+    smooth = lat.gaussian_filter2(lat.bin_image(work, cf), max(0.7, 0.12 * pitch_w / cf))
     bar_mask = locate.dark_mask(smooth, 0.3 * med, 1.5 * cell_area / cf ** 2) if med > 0 else None
 
     model = locate.lattice_average(work, flat, basis, _upsample_mask(bar_mask, cf, work.shape))

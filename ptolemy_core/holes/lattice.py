@@ -157,6 +157,48 @@ MIN_ENERGY_PERIOD = 8.0
 PERIODIC_CORR_ENERGY = 0.7
 
 
+def _kernel_weights(sigma: float) -> np.ndarray:
+    """The float64 taps of ``ndi.gaussian_filter1d(…, sigma)`` (truncate 4): its response to an impulse."""
+    r = int(4.0 * float(sigma) + 0.5)
+    return ndi.gaussian_filter1d(np.eye(1, 2 * r + 1, r).ravel(), sigma, mode="constant")
+
+
+def gaussian_filter2(a: np.ndarray, sigma: float) -> np.ndarray:
+    """``ndi.gaussian_filter(a, sigma)`` (reflect mode), bit for bit, with a faster pass along axis 0.
+
+    scipy filters a C-ordered image column by column along axis 0 (several times slower
+    than along rows). Here that pass runs on blocks of whole rows with the same float64
+    arithmetic as scipy's symmetric-kernel loop (centre tap, then the pairs from the outermost
+    in, rounded to float32 once); the row pass is scipy's own.
+    """
+    r = int(4.0 * float(sigma) + 0.5)
+    n = a.shape[0] if a.ndim == 2 else 0
+    if a.dtype != np.float32 or n < 4 * r + 8 or a.size < 65_536:
+        return ndi.gaussian_filter(a, sigma)
+    w = _kernel_weights(sigma)
+    out = np.empty(a.shape, np.float32)
+    step = max(8, 65_536 // a.shape[1])  # float64 blocks that stay in cache
+    for i0 in range(0, n, step):
+        i1 = min(n, i0 + step)
+        lo, hi = i0 - r, i1 + r
+        if lo >= 0 and hi <= n:
+            blk = a[lo:hi].astype(np.float64)
+        else:  # scipy's "reflect" = numpy's "symmetric" (d c b a | a b c d)
+            idx = np.arange(lo, hi)
+            idx = np.where(idx < 0, -idx - 1, idx)
+            idx = np.where(idx >= n, 2 * n - idx - 1, idx)
+            blk = a[idx].astype(np.float64)
+        m = i1 - i0
+        acc = blk[r:r + m] * w[r]
+        tmp = np.empty_like(acc)
+        for j in range(r, 0, -1):
+            np.add(blk[r - j:r - j + m], blk[r + j:r + j + m], out=tmp)
+            tmp *= w[r - j]
+            acc += tmp
+        out[i0:i1] = acc
+    return ndi.gaussian_filter1d(out, sigma, axis=1, output=out)
+
+
 def flatten(a: np.ndarray, sigma: float, clip: float | None = None) -> np.ndarray:
     """Clip outliers, replace opaque (bar) pixels by the median, subtract a smooth background.
 
@@ -170,7 +212,7 @@ def flatten(a: np.ndarray, sigma: float, clip: float | None = None) -> np.ndarra
         if dark.any():  # (no copy when nothing is opaque)
             a = np.where(dark, np.float32(med), a)
         del dark
-    a = ndi.gaussian_filter(a, 0.7)  # a new array: modified in place below
+    a = gaussian_filter2(a, 0.7)  # a new array: modified in place below
     sub = a[::step[0], ::step[1]]
     med = float(np.median(sub))
     # tight clip: sparse outliers (empty/thick holes, contamination) would dominate the
