@@ -293,7 +293,8 @@ def _freq_grid(h: int, w: int) -> dict:
     """Radial frequency grids of the ``2h × 2w`` padded rfft layout, built once per crop shape.
 
     ``kr`` |k| (cycles/px, float32), ``ri`` its ring index, ``cnt`` bins per ring (≥ 1),
-    ``acf_zero`` the bins :func:`whitened_acf` zeroes, ``acf_den`` its window-overlap divisor.
+    ``acf_zero`` the bins :func:`whitened_acf` zeroes, ``acf_den_unshifted`` its window-overlap
+    divisor (in the unshifted ACF layout).
     """
     key = (h, w)
     grid = _GRIDS.get(key)
@@ -312,7 +313,8 @@ def _freq_grid(h: int, w: int) -> dict:
     ov[1:, 1:] = np.outer(ov_r, ov_c)
     ov /= ov.max()
     grid = dict(kr=kr, ri=ri, ri_flat=ri_flat, cnt=np.maximum(np.bincount(ri_flat), 1),
-                acf_zero=(ri < 3) | (kr > 1.0 / MIN_PERIOD), acf_den=np.maximum(ov, 0.05))
+                acf_zero=(ri < 3) | (kr > 1.0 / MIN_PERIOD),
+                acf_den_unshifted=np.fft.ifftshift(np.maximum(ov, 0.05)))
     if len(_GRIDS) >= 4:  # a few crop shapes per image; bounded memory across images
         _GRIDS.clear()
     _GRIDS[key] = grid
@@ -328,10 +330,13 @@ def whitened_acf(a: np.ndarray) -> np.ndarray:
     prof = np.bincount(g["ri_flat"], power.ravel()) / g["cnt"]
     prof = ndi.uniform_filter1d(prof, 3)
     # half whitening: sharper peaks than the plain ACF without amplifying the noise floor
-    pw = power / np.sqrt(prof[ri] + 1e-20)
+    # (the square root per ring, then gathered: the same numbers as per bin)
+    pw = power / np.sqrt(prof + 1e-20)[ri]
     pw[g["acf_zero"]] = 0
-    acf = np.fft.fftshift(np.fft.irfft2(pw, s=(2 * h, 2 * w)))
-    return (acf / g["acf_den"]).astype(np.float32)
+    acf = np.fft.irfft2(pw, s=(2 * h, 2 * w))
+    # window correction before the shift (on the unshifted divisor: the same divisions)
+    np.divide(acf, g["acf_den_unshifted"], out=acf)
+    return np.fft.fftshift(acf.astype(np.float32))
 
 
 def basis_from_spectrum(a: np.ndarray, threshold: float = 12.0):
@@ -343,13 +348,13 @@ def basis_from_spectrum(a: np.ndarray, threshold: float = 12.0):
     """
     h, w = a.shape
     ph, pwid = 2 * h, 2 * w
-    power = _padded_power(a).astype(np.float32)
+    power = _padded_power(a).astype(np.float32, copy=False)  # read only (the cache shares it)
     g = _freq_grid(h, w)
     ri, cnt = g["ri"], g["cnt"]
     # robust ring level: exp(mean log power) · e^γ is the mean of exponential noise, barely moved by peaks
     level = np.exp(np.bincount(g["ri_flat"], np.log(power.ravel() + 1e-30)) / cnt + 0.5772)
     level = np.exp(ndi.uniform_filter1d(np.log(level), 5))
-    ratio = power / level[ri].astype(np.float32)
+    ratio = power / level.astype(np.float32)[ri]
     ratio[ri < 4] = 0
     # periods under MIN_PERIOD px cannot be a hole lattice (rejected later anyway), but pixel-level
     # artefacts there (gain patterns, read-out stripes) would crowd the strongest peaks at low contrast
@@ -404,12 +409,12 @@ def smoothed_spectrum(a: np.ndarray, max_period: float | None = None) -> np.ndar
     the padded spectrum, and the 3 × 3 mean lifts it clear.
     """
     h, w = a.shape
-    power = _padded_power(a).astype(np.float32)
+    power = _padded_power(a).astype(np.float32, copy=False)  # read only (the cache shares it)
     g = _freq_grid(h, w)
     kr, ri, cnt = g["kr"], g["ri"], g["cnt"]
     level = np.exp(np.bincount(g["ri_flat"], np.log(power.ravel() + 1e-30)) / cnt + 0.5772)
     level = np.exp(ndi.uniform_filter1d(np.log(level), 5))
-    ratio = power / level[ri].astype(np.float32)
+    ratio = power / level.astype(np.float32)[ri]
     for line in (ratio[:, :2], ratio[:2, :].T, ratio[-1:, :].T):
         lv = ndi.median_filter(line, size=(15, 1), mode="nearest")
         line /= np.maximum(lv, 1e-6) * 1.4427  # median of Exp(1) = ln 2
@@ -574,8 +579,11 @@ def basis_from_acf(acf: np.ndarray, shape: tuple[int, int], min_len: float = 3.0
     ch, cw = acf.shape[0] // 2, acf.shape[1] // 2
     lim_r, lim_c = int(0.42 * h), int(0.42 * w)
     region = acf[ch - lim_r: ch + lim_r + 1, cw - lim_c: cw + lim_c + 1]
-    med = float(np.median(region))
-    noise = 1.4826 * float(np.median(np.abs(region - med))) + 1e-12
+    tmp = region.copy()  # one scratch copy for both medians (np.median would copy twice)
+    med = float(np.median(tmp, overwrite_input=True))
+    np.subtract(region, med, out=tmp)
+    noise = 1.4826 * float(np.median(np.abs(tmp, out=tmp), overwrite_input=True)) + 1e-12
+    del tmp
     # a 5 × 5 maximum is the 3 × 3 maximum of the 3 × 3 maxima (exactly, reflect mode included)
     mxa = ndi.maximum_filter(region, 3)
     mx = ndi.maximum_filter(mxa, 3)
@@ -747,13 +755,23 @@ def _fold_cells(flat: np.ndarray, bases, m: int = 24, max_px: int = 200_000):
     for k0 in range(0, len(bases), chunk):
         part = bases[k0:k0 + chunk]
         kk = len(part)
-        idx = np.empty(kk * npx, np.int64)
-        for j, b in enumerate(part):
-            kmat = np.linalg.inv(np.asarray(b, float).T)
-            ij = _cell_index(kmat, rows, cols, m)[0]
-            if j:
-                ij += j * mm
-            idx[j * npx:(j + 1) * npx] = ij
+        kmats = np.array([np.linalg.inv(np.asarray(b, float).T) for b in part])  # (kk, 2, 2)
+        # every basis's bins at once: the same per-pixel arithmetic as _cell_index
+        u = kmats[:, 0, 0, None, None] * rows + kmats[:, 0, 1, None, None] * cols
+        v = kmats[:, 1, 0, None, None] * rows + kmats[:, 1, 1, None, None] * cols
+        u -= np.floor(u)
+        u *= m
+        np.floor(u, out=u)
+        u[u >= m] = 0
+        v -= np.floor(v)
+        v *= m
+        np.floor(v, out=v)
+        v[v >= m] = 0
+        u *= m
+        u += v
+        u += (np.arange(kk, dtype=np.float64) * mm)[:, None, None]
+        idx = u.astype(np.int64).ravel()
+        del u, v
         stack = np.empty((3, kk, m, m), np.float64)
         stack[0] = np.bincount(idx, minlength=kk * mm).reshape(kk, m, m)
         stack[1] = np.bincount(idx, np.tile(vals, kk), minlength=kk * mm).reshape(kk, m, m)
