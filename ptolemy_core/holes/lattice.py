@@ -241,10 +241,10 @@ def _subtract_background(a: np.ndarray, sigma: float) -> None:
     small = ndi.gaussian_filter(bin_image(a, f), sigma / f, mode="nearest").astype(np.float32)
     h, w = small.shape[0] * f, small.shape[1] * f
     # the nearest-upsampled blocks, then the edge rows/columns beyond them (np.pad "edge")
+    # rows of blocks: each of the f rows of block row i loses the same upsampled row
     blocks = np.lib.stride_tricks.as_strided(
-        a, shape=(small.shape[0], f, small.shape[1], f),
-        strides=(f * a.strides[0], a.strides[0], f * a.strides[1], a.strides[1]))
-    blocks -= small[:, None, :, None]
+        a, shape=(small.shape[0], f, w), strides=(f * a.strides[0], a.strides[0], a.strides[1]))
+    blocks -= np.repeat(small, f, axis=1)[:, None, :]
     if w < a.shape[1]:
         a[:h, w:] -= np.repeat(small[:, -1:], f, axis=0)
     if h < a.shape[0]:
