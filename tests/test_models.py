@@ -231,15 +231,48 @@ def test_hole_inputs_ignore_dose_and_offset():
         assert not cb[1].any()  # no I0: no optical-depth channel
 
 
-def test_unet_tiles_match_whole_image():
+@pytest.mark.parametrize("unshuffle", [1, 2])
+def test_unet_tiles_match_whole_image(unshuffle):
     torch.manual_seed(3)
-    net = HoleUNet(widths=(4, 4, 8, 8)).eval()
+    net = HoleUNet(widths=(4, 4, 8, 8), unshuffle=unshuffle).eval()
     work = np.random.default_rng(0).normal(size=(900, 260)).astype(np.float32)
-    tiled = api.unet_probability(work, "both", model=net)
+    tile = 128 * unshuffle                  # several tiles per side with their margins
+    tiled = api._unet_tiled(net, work, tile=tile)
     with torch.inference_mode():
         whole = torch.sigmoid(net(torch.from_numpy((work - work.mean()) / work.std())[None, None]))[0].numpy()
     assert tiled.shape == (2, 900, 260)
     np.testing.assert_allclose(tiled, whole, atol=1e-5)
+    # The public call (one piece at this size, channels-last weights) gives the same maps.
+    np.testing.assert_allclose(api.unet_probability(work, "both", model=net), whole, atol=1e-5)
+
+
+def test_unet_space_to_depth_keeps_resolution_and_localises_each_phase():
+    """unshuffle=2: odd-sized inputs come back at their size, and a one-pixel change moves the map
+    only near that pixel, whatever its phase in the 2 × 2 cell (no half-resolution blocking)."""
+    torch.manual_seed(0)
+    net = HoleUNet(widths=(4, 8), unshuffle=2).eval()
+    assert net.multiple == 4
+    with torch.inference_mode():
+        for shape in [(37, 53), (64, 64), (5, 3)]:
+            assert net(torch.zeros((1, 1, *shape))).shape == (1, 2, *shape)
+        base = net(torch.zeros((1, 1, 80, 80)))
+        for r, c in [(40, 40), (40, 41), (41, 40), (41, 41)]:
+            x = torch.zeros((1, 1, 80, 80))
+            x[0, 0, r, c] = 5.0
+            changed = (net(x) - base).abs().amax(dim=(0, 1)) > 1e-6
+            rows, cols = torch.nonzero(changed, as_tuple=True)
+            assert changed[r, c]
+            # Receptive field (2 levels of two 3x3 convs from half resolution, down and up): ~±20 px.
+            assert (rows - r).abs().max() <= 24 and (cols - c).abs().max() <= 24
+    with pytest.raises(ValueError, match="unshuffle must be >= 1, got 0"):
+        HoleUNet(unshuffle=0)
+
+
+def test_registry_builds_unet_layout_from_arch():
+    old = registry.build("unet", {"widths": [4, 8, 16, 32], "out_channels": 2})
+    new = registry.build("unet", {"widths": [8, 16, 16, 32], "out_channels": 2, "unshuffle": 2})
+    assert old.unshuffle == 1 and old.down[0][0].in_channels == 1 and old.head.out_channels == 2
+    assert new.unshuffle == 2 and new.down[0][0].in_channels == 4 and new.head.out_channels == 8
 
 
 def test_working_scale_round_trip():

@@ -109,7 +109,8 @@ def build(name: str, arch: dict[str, Any]):
 
     if name == "unet":
         return HoleUNet(widths=tuple(arch.get("widths", (4, 8, 16, 32))),
-                        out_channels=int(arch.get("out_channels", 2)))
+                        out_channels=int(arch.get("out_channels", 2)),
+                        unshuffle=int(arch.get("unshuffle", 1)))
     if name == "square_cnn":
         # Weights without "inputs" predate input version 2.
         return SquareCNN(width=int(arch.get("width", 16)), inputs=int(arch.get("inputs", 1)))
