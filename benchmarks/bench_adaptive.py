@@ -304,6 +304,9 @@ def main() -> int:
     parts = ["## Adaptive ranking", ""]
     host = f"{platform.node()} ({os.cpu_count()} CPUs, shared: times are inflated by other jobs)"
     if not opts.skip_sessions:
+        from ptolemy_core.adaptive import AdaptiveSettings
+
+        margins = (AdaptiveSettings().prior_wrong_log_odds, AdaptiveSettings().hole_prior_wrong_log_odds)
         t0 = time.perf_counter()
         out = sessions_table(opts.sessions, opts.budget, plot)
         print(out, flush=True)
@@ -317,11 +320,13 @@ def main() -> int:
             "for the sample). Policies: random; prior-only (our finders' scores); reference-GP (the "
             "reference server's square GP on crop statistics with its fixed hyper-parameters, holes by "
             "prior); ours (`SessionRanker`: residual GP on squares and holes, session ice calibration, "
-            "UCB, and an evidence test that keeps the prior's square order while the feedback agrees "
-            "with it: the feedback and the exploration bonus enter with weight w = P(prior wrong), "
-            "from the GP's log evidence against a 'squares do at least as well as their scores say, in "
-            "their order' null model). The UCB weights (seeds 0-7 and 100-123) and the evidence margin "
-            "`prior_wrong_log_odds` = 2 (seeds 0-39: fewest exposures lost against prior-only) were "
+            "UCB, and an evidence test per model (squares, holes) that keeps the prior's order *exactly* "
+            "until it fires: the GP's log evidence against a 'targets do at least as well as their "
+            "scores say, in their order' null model must beat a margin; below it the feedback weight "
+            "w is 0 (no move, no exploration), above it w = P(wrong) - P(right) scales the posterior's "
+            "move and the exploration bonus). The UCB weights (seeds 0-7 and 100-123) and the evidence "
+            f"margins (square {margins[0]:g}, hole {margins[1]:g}; seeds 0-39, rule: the smallest "
+            "margin with no usual session worse than prior-only, see `AdaptiveSettings`) were "
             "chosen on the *train* split (narrower ranges); the table is the held-out *test* split "
             "(other seeds, wider ranges), run once with those settings. *ours < prior* counts the "
             "sessions in which ours collected fewer good exposures than prior-only, *worst* is the "

@@ -101,13 +101,13 @@ def test_evidence_test_keeps_prior_order_when_feedback_agrees():
     # Better than promised (all good): nothing to gain by leaving the prior's order.
     r, prior, rest = _ranked_session(3.0)
     s = r.square_scores(rest)
-    assert s.weight < 0.1
+    assert s.weight == 0.0  # the test has not fired: exactly the prior's order, no exploration
     assert list(np.argsort(-s.ucb, kind="stable")) == list(np.argsort(-prior[rest], kind="stable"))
     # Worse than promised (all bad): the feedback model takes over and the
     # look-alikes of the failed squares (high feature 0) drop.
     r, prior, rest = _ranked_session(9.0)
     s = r.square_scores(rest)
-    assert s.weight > 0.8
+    assert s.weight > 0.6  # = P(wrong) - P(right) at even prior odds
     assert list(np.argsort(-s.ucb, kind="stable")) != list(np.argsort(-prior[rest], kind="stable"))
     assert np.all(s.mean < prior[rest] + 1e-9)
     # The gate's two limits.
@@ -116,6 +116,48 @@ def test_evidence_test_keeps_prior_order_when_feedback_agrees():
         g.add_squares(range(30), np.asarray(r._sq_feat), prior)
         visit_square(g, 0, [9.0] * 6, 0)
         assert g.square_scores().weight == pytest.approx(expect)
+
+
+def test_gate_is_zero_until_the_evidence_beats_the_margin():
+    """w = 0 (prior order) while log BF <= margin, then rises continuously from 0."""
+    r, prior, rest = _ranked_session(9.0)
+    gp, _, _, _ = r._square_model()
+    y = np.zeros(3)
+    top = np.argsort(-prior)[:3]
+    var = np.full(3, r._rate() * (1 - r._rate()) / 6)
+    from ptolemy_core.adaptive.gp import prior_kept_evidence
+
+    log_bf = gp.log_evidence - prior_kept_evidence(y, prior[top], var)
+    assert log_bf > 1.0
+    assert r._prior_wrong_weight(gp, y, prior[top], var, tau=log_bf + 1e-9) == 0.0
+    assert r._prior_wrong_weight(gp, y, prior[top], var, tau=log_bf + 5.0) == 0.0
+    assert 0.0 < r._prior_wrong_weight(gp, y, prior[top], var, tau=log_bf - 0.01) < 0.01
+    assert r._prior_wrong_weight(gp, y, prior[top], var, tau=log_bf - 1.0) == pytest.approx(np.tanh(0.5))
+
+
+def test_hole_gate_closed_keeps_the_hole_prior_order_exactly():
+    """Hole feedback that the test does not call 'prior wrong' leaves the hole order alone."""
+    lam, i0 = 350.0, 1000.0
+    rng = np.random.default_rng(2)
+    t = rng.uniform(10, 160, 60)
+    prior = np.exp(-0.5 * ((t - 40) / 25) ** 2)
+    r = SessionRanker(AdaptiveSettings(hole_prior_wrong_log_odds=np.inf))
+    r.add_holes(range(60), square_ids=0, intensity=i0 * np.exp(-t / lam), i0=i0, prior=prior)
+    r.record_visits(range(20), np.where(t[:20] > 80, 3.5, 9.0), t[:20])
+    s = r.hole_scores(range(20, 60))
+    assert s.weight == 0.0
+    assert list(np.argsort(-s.ucb, kind="stable")) == list(np.argsort(-prior[20:], kind="stable"))
+
+
+@pytest.mark.parametrize("scenario", ["usual", "thin"])
+def test_closed_gates_reduce_ours_to_prior_only(scenario):
+    """With both evidence tests closed, ours plays exactly the prior-only session."""
+    closed = AdaptiveSettings(prior_wrong_log_odds=np.inf, hole_prior_wrong_log_odds=np.inf)
+    for seed in (3, 4):
+        session = make_session(seed, scenario, "train")
+        ours = play(session, "ours", budget=40, settings=closed)
+        prior = play(session, "prior", budget=40, settings=closed)
+        assert np.array_equal(ours.cumulative, prior.cumulative) and ours.squares == prior.squares
 
 
 def test_ice_calibration_recovers_lambda_and_i0_factor():

@@ -417,8 +417,17 @@ def test_ptolemy_serve_started_in_background(tmp_path, capsys):
     assert client.health(url) is None
 
 
-def test_adapted_hole_scores_where_leginon_reads_them(srv, mocker):
-    """Feedback says thick ice is good: later images list thick holes first, in prior_score."""
+@pytest.mark.parametrize("margin", [None, -np.inf], ids=["default-margin", "no-evidence-test"])
+def test_adapted_hole_scores_where_leginon_reads_them(srv, mocker, tmp_path, margin):
+    """Feedback says thick ice is good: later images list thick holes first, in prior_score.
+
+    With the hole evidence test off, 15 exposures re-rank; at the default
+    margin 15 exposures are not enough evidence and the prior's order stays.
+    """
+    if margin is not None:
+        (tmp_path / "state" / "cfg.json").write_text(
+            json.dumps({"adaptive": {"hole_prior_wrong_log_odds": margin}}))
+        assert srv.post("/set_config", {"path": "cfg.json"}).status_code == 200
     lam, i0 = 350.0, 1000.0
     thick = np.linspace(20, 160, 15)
 
@@ -456,7 +465,10 @@ def test_adapted_hole_scores_where_leginon_reads_them(srv, mocker):
                                            "mm_img_id": 3})
     header, rows = parse_csv(r.json())
     top = [t_of(row) for row in rows[:3]]
-    assert all(85 <= t <= 145 for t in top), top
+    if margin is None:
+        assert all(t < 70 for t in top), top  # still the prior's thin-ice-first order
+    else:
+        assert all(85 <= t <= 145 for t in top), top
     scores = [float(row[col["prior_score"]]) for row in rows]
     assert scores == sorted(scores, reverse=True)
     ice_pred = [float(row[col["ice_pred"]]) for row in rows]

@@ -22,14 +22,20 @@ Model (one session)
   mapped strictly increasingly into 0..1 (see :func:`_ucb`): that is the score
   Leginon ranks by (``GP_probs`` for squares, ``prior_score`` for holes).
 * **Evidence test (never worse when the prior is right).** Each model's
-  feedback enters with a weight ``w`` = posterior probability that the prior
-  is wrong for this session: ``score = prior + w (mean - prior) + w β sd``.
+  feedback enters with a weight ``w`` (squares and holes each have their own
+  test): ``score = prior + w (mean - prior) + w β sd``.
   ``log BF`` = the residual GP's log evidence minus that of the null model
   "targets do at least as well as their prior scores say, in the prior's
   order" (outcome = an increasing straight-line calibration of the prior whose
   mean is at least the mean prior, fitted noise;
   :func:`ptolemy_core.adaptive.gp.prior_kept_evidence`);
-  ``w = sigmoid(log BF - prior_wrong_log_odds)``. Feedback that is as good as
+  with ``z = log BF - prior_wrong_log_odds`` (posterior log odds of "the prior
+  is wrong"), ``w = 0`` while ``z <= 0`` -- the score is then a strictly
+  increasing map of the prior alone, so until the test fires the ranking *is*
+  the prior's and a session in which it never fires plays exactly as
+  prior-only -- and ``w = 2 sigmoid(z) - 1 = P(wrong) - P(right)`` above it
+  (0 at the threshold, so the order changes continuously; exploration is
+  weighted by it too). Feedback that is as good as
   or better than promised keeps the prior's order and explores nothing;
   feedback worse than promised, or structured by the features, hands the
   ranking to the GP and its UCB. (A symmetric null -- any increasing
@@ -157,8 +163,8 @@ class Scores:
     mean: np.ndarray
     sd: np.ndarray
     ucb: np.ndarray
-    #: Posterior probability that the prior is wrong for this session (the
-    #: weight of the feedback model in ``mean``/``ucb``; see ``prior_wrong_log_odds``).
+    #: Weight of the feedback model in ``mean``/``ucb``: 0 until the evidence test
+    #: fires, then P(prior wrong) - P(prior right) (see ``prior_wrong_log_odds``).
     weight: float = 1.0
 
 
@@ -346,7 +352,7 @@ class SessionRanker:
         return gp, x, prior, weight
 
     def _prior_wrong_weight(self, gp: ResidualGP, y, prior, var, tau: float | None = None) -> float:
-        """Posterior probability that the prior is wrong for this session (evidence test).
+        """Weight of the feedback model: 0 until the evidence test fires (exactly the prior order).
 
         Compares the residual GP's log evidence with the best "targets do at
         least as well as their prior scores, in the prior's order" model
@@ -355,6 +361,8 @@ class SessionRanker:
         feedback worse than promised (or structured by the features) is;
         ``prior_wrong_log_odds`` is the prior log odds *against* "wrong" (a
         margin the data must beat: the GP's hyper-parameters are fitted).
+        Returns 0 while the posterior log odds ``z = log BF - tau`` are <= 0,
+        else ``P(wrong) - P(right) = tanh(z / 2)``.
         """
         tau = self.settings.prior_wrong_log_odds if tau is None else tau
         if tau == -np.inf:
@@ -362,9 +370,10 @@ class SessionRanker:
         if len(y) == 0:
             return 0.0
         log_bf = gp.log_evidence - prior_kept_evidence(y, prior, var)
-        with np.errstate(invalid="ignore"):
-            z = np.clip(log_bf - tau, -50.0, 50.0)  # tau = -inf: always trust the feedback
-        return float(1.0 / (1.0 + np.exp(-z)))
+        z = log_bf - tau  # posterior log odds of "the prior is wrong"
+        if not z > 0.0:  # (NaN too) the test has not fired: exactly the prior's order
+            return 0.0
+        return float(np.tanh(min(z, 50.0) / 2.0))  # = P(wrong) - P(right) = 2 sigmoid(z) - 1
 
     def _hole_model(self) -> tuple[ResidualGP, np.ndarray, float]:
         s = self.settings

@@ -23,9 +23,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--ucb-beta", type=float, default=None, help="override the square UCB weight")
     parser.add_argument("--hole-ucb-beta", type=float, default=None, help="override the hole UCB weight")
     parser.add_argument("--prior-wrong-log-odds", type=float, default=None, metavar="TAU",
-                        help="override the evidence test's margin (inf = prior order, -inf = no test)")
+                        help="override the square evidence test's margin (inf = prior order, -inf = no test)")
+    parser.add_argument("--hole-prior-wrong-log-odds", type=float, default=None, metavar="TAU",
+                        help="override the hole evidence test's margin (inf = prior order, -inf = no test)")
     parser.add_argument("--tune-evidence", action="store_true",
-                        help="grid-search the evidence margin against prior-only (use with --split train)")
+                        help="grid-search the evidence margin (both tests) against prior-only and pick it "
+                             "by the rule of AdaptiveSettings.prior_wrong_log_odds (use with --split train)")
+    parser.add_argument("--tune-hole-evidence", action="store_true",
+                        help="second stage: grid-search the hole test's margin with the square margin "
+                             "fixed (--prior-wrong-log-odds), same rule (use with --split train)")
+    parser.add_argument("--tune-grid", default="0,1,2,3,5,8", metavar="TAUS",
+                        help="margins tried by --tune-evidence / --tune-hole-evidence (default: 0,1,2,3,5,8)")
     parser.add_argument("--tune", action="store_true",
                         help="grid-search the UCB weights (use with --split train) and print the grid")
     parser.add_argument("--plot", default=None, metavar="PNG", help="write cumulative-good curves (PNG)")
@@ -118,21 +126,49 @@ def run(args: argparse.Namespace) -> int:
         settings = replace(settings, prior_wrong_log_odds=args.prior_wrong_log_odds)
     seeds = range(args.seed, args.seed + args.sessions)
     common = dict(split=args.split, budget=args.budget, per_square=args.per_square, interval=args.interval)
-    if args.tune_evidence:
-        print("| prior_wrong_log_odds | " + " | ".join(f"{sc}: gain, worse, worst, lost" for sc in scenarios)
-              + " |")
+    if args.hole_prior_wrong_log_odds is not None:
+        settings = replace(settings, hole_prior_wrong_log_odds=args.hole_prior_wrong_log_odds)
+    if args.tune_evidence or args.tune_hole_evidence:
+        try:
+            taus = [float(t) for t in args.tune_grid.split(",") if t.strip()]
+        except ValueError:
+            raise PtolemyInputError(
+                f"--tune-grid: {args.tune_grid!r} is not a comma-separated list of numbers") from None
+        holes_only = bool(args.tune_hole_evidence)
+        what = (f"hole margin (square margin {settings.prior_wrong_log_odds:g})" if holes_only
+                else "margin (both tests)")
+        print(f"| {what} | " + " | ".join(f"{sc}: gain, worse, worst, lost" for sc in scenarios) + " |")
         print("|---:|" + "---|" * len(scenarios))
         base = run_benchmark(seeds, scenarios=scenarios, policies=("prior",), settings=settings, **common)
-        for tau in (-np.inf, 0.0, 1.0, 2.0, 3.0, 5.0):
-            s = replace(settings, prior_wrong_log_odds=tau)
+        chosen = never_worse = None
+        for tau in sorted(taus):
+            s = (replace(settings, hole_prior_wrong_log_odds=tau) if holes_only
+                 else replace(settings, prior_wrong_log_odds=tau, hole_prior_wrong_log_odds=tau))
             res = run_benchmark(seeds, scenarios=scenarios, policies=("ours",), settings=s, **common)
-            cells = []
+            cells, meets, ok_usual = [], True, False
             for sc in scenarios:
                 ours, prior = np.asarray(res["good"][sc]["ours"]), np.asarray(base["good"][sc]["prior"])
                 d = ours - prior
-                cells.append(f"{100 * (ours.mean() / max(prior.mean(), 1e-9) - 1):+.0f} %, "
-                             f"{int(np.sum(d < 0))}/{len(d)}, {int(d.min()):+d}, {int(d[d < 0].sum()):+d}")
+                gain = 100 * (ours.mean() / max(prior.mean(), 1e-9) - 1)
+                cells.append(f"{gain:+.1f} %, {int(np.sum(d < 0))}/{len(d)}, {int(d.min()):+d}, "
+                             f"{int(d[d < 0].sum()):+d}")
+                # The rule: no session worse where the prior is right ("usual"), >= 25 % more
+                # good exposures where it is wrong ("thick", "thin").
+                if sc == "usual":
+                    ok_usual = bool(np.all(d >= 0))
+                    meets &= ok_usual
+                else:
+                    meets &= gain >= 25.0
             print(f"| {tau:g} | " + " | ".join(cells) + " |", flush=True)
+            if meets and chosen is None:
+                chosen = tau
+            if "usual" in scenarios and ok_usual and never_worse is None:
+                never_worse = tau
+        print("rule: the smallest margin with no usual session worse than prior-only and >= 25 % more good "
+              "exposures than prior-only on thick and thin: "
+              + (f"{chosen:g}" if chosen is not None else "none of the grid; the smallest with no usual "
+                 "session worse (never worse first): "
+                 + (f"{never_worse:g}" if never_worse is not None else "none")))
         return 0
     if args.tune:
         print("| ucb_beta | hole_ucb_beta | " + " | ".join(scenarios) + " | mean |")
