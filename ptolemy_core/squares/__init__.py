@@ -111,7 +111,7 @@ def find_squares(image: Image | np.ndarray, *, pixel_size_nm: float | None = Non
     scorer : {"auto", "interpretable", "cnn", "none"}
         ``auto`` = the interpretable model on physical measurements: it beats the
         shipped CNN on held-out simulated atlases (bench_models' 27 held-out atlases: ROC
-        AUC 0.893 vs 0.749) and, unlike the CNN, keeps calibrated scores on real 8-bit
+        AUC 0.889 vs 0.836) and, unlike the CNN, keeps calibrated scores on real 8-bit
         atlases. ``cnn`` uses the CNN.
     method : {"robust", "ptolemy"}
         ``ptolemy`` = the published baseline, for comparison.
