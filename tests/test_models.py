@@ -268,6 +268,22 @@ def test_unet_space_to_depth_keeps_resolution_and_localises_each_phase():
         HoleUNet(unshuffle=0)
 
 
+@pytest.mark.parametrize("unshuffle", [1, 2, 3])
+def test_unet_inference_maps_equal_sigmoid_of_forward(unshuffle):
+    """probabilities() (the inference path: sigmoid before a permute-based pixel shuffle, channels-last
+    input) is sigmoid(forward(x)) on odd-sized images, with phases in the right places."""
+    torch.manual_seed(unshuffle)
+    net = HoleUNet(widths=(4, 8, 8), unshuffle=unshuffle).eval()
+    nn_init = torch.nn.init
+    nn_init.normal_(net.head.bias, 0.0, 2.0)          # distinct maps per phase channel
+    x = torch.randn(1, 1, 45, 67)
+    with torch.inference_mode():
+        ref = torch.sigmoid(net(x))[0]
+        got = net.probabilities(x.contiguous(memory_format=torch.channels_last))
+    assert got.shape == (2, 45, 67) and got.is_contiguous()
+    torch.testing.assert_close(got, ref, atol=1e-5, rtol=0)
+
+
 def test_registry_builds_unet_layout_from_arch():
     old = registry.build("unet", {"widths": [4, 8, 16, 32], "out_channels": 2})
     new = registry.build("unet", {"widths": [8, 16, 16, 32], "out_channels": 2, "unshuffle": 2})

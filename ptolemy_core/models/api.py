@@ -359,23 +359,26 @@ def _unet_tiled(model, work: np.ndarray, tile: int | None = None) -> np.ndarray:
     out = np.zeros((2, h, w), np.float32)
     with torch.inference_mode():
         if whole:
-            return torch.sigmoid(_forward(model, z)[0]).numpy()
+            return _probabilities(model, z).numpy()
         # Overlapping tiles: each output pixel comes from the tile where it is interior.
         for r0 in range(0, h, tile):
             for c0 in range(0, w, tile):
                 ra, rb = max(0, r0 - margin), min(h, r0 + tile + margin)
                 ca, cb = max(0, c0 - margin), min(w, c0 + tile + margin)
-                p = torch.sigmoid(_forward(model, np.ascontiguousarray(z[ra:rb, ca:cb]))[0]).numpy()
+                p = _probabilities(model, np.ascontiguousarray(z[ra:rb, ca:cb])).numpy()
                 re, ce = min(h, r0 + tile), min(w, c0 + tile)
                 out[:, r0:re, c0:ce] = p[:, r0 - ra:re - ra, c0 - ca:ce - ca]
     return out
 
 
-def _forward(model, z: np.ndarray):
+def _probabilities(model, z: np.ndarray):
+    """(C, H, W) contiguous sigmoid maps of one z-scored image (channels-last input)."""
     import torch
 
     x = torch.from_numpy(z)[None, None].contiguous(memory_format=torch.channels_last)
-    return model(x)
+    if hasattr(model, "probabilities"):
+        return model.probabilities(x)
+    return torch.sigmoid(model(x)[0]).contiguous()
 
 
 def _channels_last(model) -> None:
