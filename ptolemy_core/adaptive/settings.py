@@ -81,9 +81,9 @@ class AdaptiveSettings:
         prior-only, usual sessions worse (worst)):
         0: usual +11 % 1/40 (-2), thick +70 %, thin +28 %;
         1: +10 % 1/40 (-2), +65 %, +28 %; 2: +9 % 2/40 (-1), +66 %, +28 %;
-        3: +8 % 2/40 (-1), +53 %, +24 %; 4: +8 % 0/40, +55 %, +25 % (below 25.0);
-        5: +8 % 0/40, +54 %, +23 %; 8: +7 % 0/40, +44 %, +21 %.
-        No margin met both halves (4 misses 25 % on thin by < 0.5 points), so
+        3: +8 % 2/40 (-1), +53 %, +24 %; 4: +8 % 0/40, +55 %, +24.7 %;
+        5: +8 % 0/40, +54 %, +23.0 %; 8: +7 % 0/40, +44 %, +21 %.
+        No margin met both halves (4 misses 25 % on thin by 0.3 points), so
         4 -- the smallest with no usual session worse. A second stage that
         lowered only the hole margin (square margin 5, ``--tune-hole-evidence
         --prior-wrong-log-odds 5 --tune-grid 0,1,2,3``: thin +26 / +26 / +25 /
