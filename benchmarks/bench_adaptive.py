@@ -81,6 +81,8 @@ def server_timings(repeats: int = 5) -> tuple[str, list[str]]:
     mm = np.rint(mm).astype(np.int64)
     tile_l = tile.tolist()
     mm_l = mm.tolist()
+    # A gain-corrected float32 frame (what a client sends with arr.tolist(): 17-digit reprs).
+    mm_f = (mm * np.random.default_rng(1).uniform(0.9, 1.1, mm.shape)).astype(np.float32).tolist()
     real = {}
     for name, fn, args in (("squares", state_mod.run_find_squares, (np.asarray(tile, np.float32),)),
                            ("holes", state_mod.run_find_holes, (np.asarray(mm, np.float32), None))):
@@ -108,7 +110,10 @@ def server_timings(repeats: int = 5) -> tuple[str, list[str]]:
             cases = [("push_lm 1024x1024", "/push_lm", "push_lm",
                       {"image": tile_l, "grid_id": 1, "tile_id": 1}, "squares"),
                      ("push_and_evaluate_mm 1024x1440", "/push_and_evaluate_mm", "push_and_evaluate_mm",
-                      {"image": mm_l, "grid_id": 1, "square_id": 0, "mm_img_id": 1}, "holes")]
+                      {"image": mm_l, "grid_id": 1, "square_id": 0, "mm_img_id": 1}, "holes"),
+                     ("push_and_evaluate_mm 1024x1440 float32", "/push_and_evaluate_mm",
+                      "push_and_evaluate_mm",
+                      {"image": mm_f, "grid_id": 1, "square_id": 0, "mm_img_id": 1}, "holes")]
             for label, path, key, payload, finder in cases:
                 body = json.dumps(payload).encode()
                 server_t, wall, stages = [], [], []
