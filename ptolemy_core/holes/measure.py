@@ -148,6 +148,17 @@ def _pair_variance(src: np.ndarray, centres: np.ndarray, model: locate.CellModel
     ua = np.array([math.sin(th), math.cos(th)])
     ub = np.array([ua[1], -ua[0]])
     local = (unit[:, 1:2] * model.a * ua + unit[:, 0:1] * model.b * ub) * 0.8
+    # holes in chunks: each hole's numbers come from its own row, and the temporaries of a chunk
+    # stay in cache (thousands of holes at 4096² and more)
+    step = max(1, 65_536 // len(local))
+    parts = [_pair_variance_rows(src, centres[i:i + step], local, f) for i in range(0, len(centres), step)]
+    if not parts:
+        return np.zeros(0), np.zeros(0), np.zeros(0)
+    return tuple(np.concatenate(x) for x in zip(*parts, strict=True))
+
+
+def _pair_variance_rows(src: np.ndarray, centres: np.ndarray, local: np.ndarray, f: int):
+    """:func:`_pair_variance` for some holes, given the sample offsets ``local`` (working px)."""
     pts = (centres[:, None, :] + local[None] + 0.5) * f - 0.5
     h, w = src.shape
     r = np.floor(pts[..., 0]).astype(np.int64)
