@@ -286,6 +286,30 @@ def _padded_power(a: np.ndarray) -> np.ndarray:
     return power
 
 
+_RATIO_CACHE: list = [None]
+
+
+def _ring_ratio(a: np.ndarray) -> np.ndarray:
+    """The padded power over its ring's robust level (float32, rfft layout), shared and read only.
+
+    Both spectral routes start from it for the same crop; the last result is kept like
+    :func:`_padded_power`'s. Callers copy before changing it.
+    """
+    cached_power = _padded_power(a)
+    entry = _RATIO_CACHE[0]  # one read: another thread may replace the slot meanwhile
+    if entry is not None and entry[0] is cached_power:
+        return entry[1]
+    power = cached_power.astype(np.float32, copy=False)
+    g = _freq_grid(*a.shape)
+    # robust ring level: exp(mean log power) · e^γ is the mean of exponential noise, barely moved by peaks
+    level = np.exp(np.bincount(g["ri_flat"], np.log(power.ravel() + 1e-30)) / g["cnt"] + 0.5772)
+    level = np.exp(ndi.uniform_filter1d(np.log(level), 5))
+    ratio = power / level.astype(np.float32)[g["ri"]]
+    ratio.flags.writeable = False
+    _RATIO_CACHE[0] = (cached_power, ratio)
+    return ratio
+
+
 _GRIDS: dict = {}
 
 
@@ -348,13 +372,9 @@ def basis_from_spectrum(a: np.ndarray, threshold: float = 12.0):
     """
     h, w = a.shape
     ph, pwid = 2 * h, 2 * w
-    power = _padded_power(a).astype(np.float32, copy=False)  # read only (the cache shares it)
     g = _freq_grid(h, w)
-    ri, cnt = g["ri"], g["cnt"]
-    # robust ring level: exp(mean log power) · e^γ is the mean of exponential noise, barely moved by peaks
-    level = np.exp(np.bincount(g["ri_flat"], np.log(power.ravel() + 1e-30)) / cnt + 0.5772)
-    level = np.exp(ndi.uniform_filter1d(np.log(level), 5))
-    ratio = power / level.astype(np.float32)[ri]
+    ri = g["ri"]
+    ratio = _ring_ratio(a).copy()
     ratio[ri < 4] = 0
     # periods under MIN_PERIOD px cannot be a hole lattice (rejected later anyway), but pixel-level
     # artefacts there (gain patterns, read-out stripes) would crowd the strongest peaks at low contrast
@@ -409,12 +429,8 @@ def smoothed_spectrum(a: np.ndarray, max_period: float | None = None) -> np.ndar
     the padded spectrum, and the 3 × 3 mean lifts it clear.
     """
     h, w = a.shape
-    power = _padded_power(a).astype(np.float32, copy=False)  # read only (the cache shares it)
-    g = _freq_grid(h, w)
-    kr, ri, cnt = g["kr"], g["ri"], g["cnt"]
-    level = np.exp(np.bincount(g["ri_flat"], np.log(power.ravel() + 1e-30)) / cnt + 0.5772)
-    level = np.exp(ndi.uniform_filter1d(np.log(level), 5))
-    ratio = power / level.astype(np.float32)[ri]
+    kr = _freq_grid(h, w)["kr"]
+    ratio = _ring_ratio(a).copy()
     for line in (ratio[:, :2], ratio[:2, :].T, ratio[-1:, :].T):
         lv = ndi.median_filter(line, size=(15, 1), mode="nearest")
         line /= np.maximum(lv, 1e-6) * 1.4427  # median of Exp(1) = ln 2
@@ -946,6 +962,7 @@ def estimate_basis(img: np.ndarray, max_side: int = 512, diagnostics: dict | Non
     finally:
         # the caches hold analysed crops: release them with the call
         _POWER_CACHE[0] = None
+        _RATIO_CACHE[0] = None
         _GRID_CACHE[0] = []
 
 
