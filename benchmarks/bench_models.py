@@ -192,7 +192,8 @@ UNET_RANKER_NOTE = (
 
 
 def unet_latency(repeats: int = 7) -> tuple[str, float] | None:
-    """Min/median of repeated U-Net calls on one 1024×1440 held-out image at the finder's working scale."""
+    """Min/median of repeated U-Net calls on one 1024×1440 held-out image at the finder's working scale
+    and at working scale 1 (the worst case: small holes, no reduction); wall and process CPU time."""
     from ptolemy_core.holes import find_holes
     from ptolemy_core.synth.square_image import simulate_square_image
 
@@ -206,15 +207,17 @@ def unet_latency(repeats: int = 7) -> tuple[str, float] | None:
     for scale in (s, 1.0):  # the finder's choice, and the worst case (small holes: no reduction)
         work = C.to_working(sim.data, scale)
         api.unet_probability(work, "both")  # warm-up (first call allocates)
-        t = []
+        t, cpu = [], []
         for _ in range(repeats):
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.process_time()
             api.unet_probability(work, "both")
             t.append(time.perf_counter() - t0)
-        t = np.array(t)
+            cpu.append(time.process_time() - c0)
+        t, cpu = np.array(t), np.array(cpu)
         first = first if first is not None else round(1000 * float(t.min()), 1)
         parts.append(f"working scale {scale:g} ({work.shape[0]}×{work.shape[1]}): "
-                     f"min {1000 * t.min():.0f} ms, median {1000 * np.median(t):.0f} ms")
+                     f"wall min {1000 * t.min():.0f} ms, median {1000 * np.median(t):.0f} ms "
+                     f"(CPU min {1000 * cpu.min():.0f} ms)")
     text = (f"U-Net latency, {repeats} repeated calls after a warm-up on one 1024×1440 image ({name}, seed "
             f"{seed}), {_threads()} torch thread(s) as `set_threads()` sets them, 1-min load average "
             f"{load:.1f} on {os.cpu_count()} CPUs: finder's " + "; worst case ".join(parts) + ".")
