@@ -61,16 +61,21 @@ def sha256_file(path: Path) -> str:
 
 
 def set_threads() -> None:
-    """Use at most 4 intra-op threads (2-core machines: 2), once per process.
+    """Use half the cores, at most 4, for intra-op threads (2-core machines: 1), once per process.
 
-    Respects a caller who already lowered the count (e.g. ``torch.set_num_threads(1)``).
+    Half, because the finders run beside other busy work (Leginon's GUI and acquisition,
+    the learning server, other engineers' jobs): when one of two cores is taken, torch's
+    2-thread calls wait on the busy core and the U-Net's typical 170×240 call went from
+    10 ms (1 thread) to 157 ms median, its 1024×1440 worst case from 185 to 604 ms
+    (A/B in benchmarks/README.md, U-Net speed). Respects a caller who
+    already lowered the count (e.g. ``torch.set_num_threads(1)``).
     """
     global _threads_set
     if _threads_set:
         return
     import torch
 
-    want = max(1, min(4, os.cpu_count() or 1))
+    want = max(1, min(4, (os.cpu_count() or 1) // 2))
     if torch.get_num_threads() > want:
         torch.set_num_threads(want)
     _threads_set = True
