@@ -165,6 +165,10 @@ REFINE_SAMPLED_PITCH = 12.0
 EARLY_STOP_SNR = 8.0
 EARLY_STOP_CONSISTENCY = 0.7
 EARLY_STOP_PERIOD = 12.0
+#: The weak-lattice trial folds (sub-lattices of spectral peak pairs) are skipped when the best
+#: candidate already folds at least this well with at least this consistency (gate: unchanged lattices).
+TRIAL_SKIP_SNR = 10.0
+TRIAL_SKIP_CONSISTENCY = 0.9
 
 
 def _kernel_weights(sigma: float) -> np.ndarray:
@@ -1094,7 +1098,10 @@ def _estimate_basis(img: np.ndarray, max_side: int, diagnostics: dict | None):
     if not flats:
         return None
     best = best_credible()
-    if best is None or best[0] < 12:
+    # a clearly coherent, well-folding candidate needs no trial folds of spectral peak pairs
+    coherent = best is not None and best[0] >= TRIAL_SKIP_SNR \
+        and consistency[id(best)] >= TRIAL_SKIP_CONSISTENCY
+    if (best is None or best[0] < 12) and not coherent:
         # weak lattice (low contrast): the ACF and single-bin Fourier peaks miss it; pairs of
         # the strongest smoothed Fourier peaks at the coarsest scale
         f = scales[0]
