@@ -1,10 +1,10 @@
 """The lattice search's shortcuts (round 7) skip work without changing the lattice found.
 
-``estimate_basis`` stops the coarse-to-fine descent, skips the weak-lattice trial folds, the
-gradient-energy channel and the extra ACF refinement crop when what it has already found is
-coherent and well sampled. Each test runs the search with the shortcuts and with them disabled
-(thresholds set out of reach) and checks that the shortcut fired (fewer analysed crops) and that
-the lattice is the same within 1 % (and the true one within the few % the finder's fit removes).
+``estimate_basis`` skips the weak-lattice trial folds, the gradient-energy channel and the
+extra ACF refinement crop when what it has already found is coherent and well sampled. Each
+test runs the search with the shortcuts and with them disabled (thresholds set out of reach) and
+checks that the shortcut fired (fewer analysed crops) and that the lattice is the same within 1 %
+(and the true one within the few % the finder's fit removes).
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import pytest
 from ptolemy_core.holes import lattice as lat
 from ptolemy_core.synth.square_image import simulate_square_image
 
-_OFF = dict(REFINE_SAMPLED_PITCH=np.inf, EARLY_STOP_SNR=np.inf, TRIAL_SKIP_SNR=np.inf, ENERGY_SKIP_SNR=np.inf)
+_OFF = dict(REFINE_SAMPLED_PITCH=np.inf, TRIAL_SKIP_SNR=np.inf, ENERGY_SKIP_SNR=np.inf)
 
 
 def _truth_basis(truth):
@@ -31,7 +31,7 @@ def _same(b1, b2, tol):
 
 @pytest.mark.parametrize("seed,kw", [
     # tuning-range carbon low (the `benchmarks/suite.py` draw of tuning 1202): the energy channel
-    # finds a coherent lattice at the coarsest scale (descent, trial folds and refinement crop skipped)
+    # finds a coherent lattice at the coarsest scale (trial folds and refinement crop skipped)
     (1202, dict(film="carbon", contrast="low", hole_px=21.19, dose=42.91, angle_deg=5.55)),
     # `ptolemy demo`'s inverted R2/1 square: the intensity alone is coherent (energy channel skipped)
     (501725625, dict(film="carbon", contrast="inverted")),

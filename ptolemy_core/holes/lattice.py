@@ -159,12 +159,6 @@ PERIODIC_CORR_ENERGY = 0.7
 #: scale's crop instead of analysing a new crop at ~16 px per period (tuning/dev/faint gate: same
 #: lattices and F1 within 0.002; saves a 512² flatten + ACF on most 1024 × 1440 images).
 REFINE_SAMPLED_PITCH = 12.0
-#: The descent to finer scales stops at a scale whose best candidate (either channel) folds at
-#: least this well, with at least this two-halves consistency and this period (px at that scale).
-#: Tuning/dev/faint/small-hole gate: the finer scales' candidates never won on such images.
-EARLY_STOP_SNR = 8.0
-EARLY_STOP_CONSISTENCY = 0.7
-EARLY_STOP_PERIOD = 12.0
 #: The weak-lattice trial folds (sub-lattices of spectral peak pairs) are skipped when the best
 #: candidate already folds at least this well with at least this consistency (gate: unchanged lattices).
 TRIAL_SKIP_SNR = 10.0
@@ -1094,14 +1088,6 @@ def _estimate_basis(img: np.ndarray, max_side: int, diagnostics: dict | None):
         # energy channel can offer a sparse sub-lattice of a lattice too fine to resolve there
         best = best_credible("flat")
         if best is not None and best[0] > 12 and np.linalg.norm(best[3], axis=1).min() / best[4] >= 8:
-            break
-        # ... or any channel's clearly coherent lattice found at this scale whose period is long
-        # here: a lattice half as fine would still be resolved at this scale (the intensity's
-        # candidates and the denser-lattice check below see it), so a finer scale adds nothing
-        best = best_credible()
-        if best is not None and best[4] == f and best[0] >= EARLY_STOP_SNR \
-                and consistency[id(best)] >= EARLY_STOP_CONSISTENCY \
-                and np.linalg.norm(best[3], axis=1).min() / f >= EARLY_STOP_PERIOD:
             break
     if not flats:
         return None
