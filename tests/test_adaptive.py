@@ -149,6 +149,70 @@ def test_hole_gate_closed_keeps_the_hole_prior_order_exactly():
     assert list(np.argsort(-s.ucb, kind="stable")) == list(np.argsort(-prior[20:], kind="stable"))
 
 
+def _squares_of_holes(settings, seed, ctf_of, bad_square=None):
+    """8 squares x 5 exposed holes in the usual ice (prior prefers ~40 nm); returns the hole weight."""
+    rng = np.random.default_rng(seed)
+    lam, i0 = 350.0, 1000.0
+    r = SessionRanker(settings)
+    for s in range(8):
+        t = rng.uniform(15, 70) * (1 + 0.15 * rng.standard_normal(5))
+        ids = list(range(5 * s, 5 * s + 5))
+        r.add_holes(ids, square_ids=s, intensity=i0 * np.exp(-t / lam), i0=i0,
+                    prior=np.exp(-0.5 * ((t - 40) / 25) ** 2))
+        r.record_visits(ids, np.full(5, 5.6) if s == bad_square else ctf_of(t), t)
+    return r.hole_scores().weight
+
+
+def test_hole_evidence_ignores_one_uniformly_bad_square():
+    """A square-level defect (all of one square's holes bad, e.g. crystalline ice) is no
+    evidence that the hole-thickness prior is wrong: the square offsets absorb it."""
+    good_everywhere = lambda t: np.full(len(t), 3.4)  # noqa: E731
+    with_offset = AdaptiveSettings(hole_prior_wrong_log_odds=0.0, hole_square_offset=True)
+    without = AdaptiveSettings(hole_prior_wrong_log_odds=0.0)
+    fired_without = 0
+    for seed in range(6):
+        assert _squares_of_holes(with_offset, seed, good_everywhere, bad_square=3) == 0.0
+        fired_without += _squares_of_holes(without, seed, good_everywhere, bad_square=3) > 0.0
+    assert fired_without >= 1  # the plain test reads that square as a thickness effect
+    # A real thickness effect (only ice < 32 nm is good: a thin-ice sample) still fires
+    # at the default margin, across and within squares.
+    thin_sample = lambda t: np.where(t < 32, 3.4, 5.8)  # noqa: E731
+    weights = [_squares_of_holes(AdaptiveSettings(hole_square_offset=True), seed, thin_sample)
+               for seed in range(6)]
+    assert sum(w > 0.9 for w in weights) >= 5
+
+
+def test_grouped_evidence_reduces_to_the_plain_tests_without_offsets():
+    from ptolemy_core.adaptive import gp as gpmod
+
+    rng = np.random.default_rng(4)
+    y = (rng.random(30) < 0.6).astype(float)
+    p, var, groups = rng.random(30), np.full(30, 0.24), np.repeat(np.arange(6), 5)
+    plain = gpmod.prior_kept_evidence(y, p, var)
+    assert gpmod.prior_kept_evidence_grouped(y, p, var, groups) >= plain - 1e-9
+    x = rng.uniform(0, 100, (30, 1))
+    g = gpmod.residual_gp(x, y - p, var, amplitude=0.2, length_scale=30.0, length_bounds=(5.0, 1000.0),
+                          fit=False, offset=0.0)
+    # Direct evidence with the best square-offset variance of the grid = the Woodbury form.
+    z = np.eye(6)[groups]
+    k = g.latent_kernel(x) + np.diag(var + g.noise)
+    direct = []
+    for v in gpmod.GROUP_VAR_GRID:
+        c = k + v * z @ z.T
+        sign, logdet = np.linalg.slogdet(c)
+        r = y - p
+        direct.append(-0.5 * (r @ np.linalg.solve(c, r) + logdet + 30 * np.log(2 * np.pi)))
+    assert gpmod.group_offset_evidence(g, groups) == pytest.approx(max(direct), abs=1e-8)
+    assert direct[0] == pytest.approx(g.log_evidence, abs=1e-8)
+    # One group per target of size one and v = 0 only: the grouped null is the plain null.
+    grid = gpmod.GROUP_VAR_GRID
+    try:
+        gpmod.GROUP_VAR_GRID = np.array([0.0])
+        assert gpmod.prior_kept_evidence_grouped(y, p, var, groups) == pytest.approx(plain, abs=1e-9)
+    finally:
+        gpmod.GROUP_VAR_GRID = grid
+
+
 @pytest.mark.parametrize("scenario", ["usual", "thin"])
 def test_closed_gates_reduce_ours_to_prior_only(scenario):
     """With both evidence tests closed, ours plays exactly the prior-only session."""

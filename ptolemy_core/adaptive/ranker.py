@@ -65,7 +65,13 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..errors import PtolemyInputError
-from .gp import ResidualGP, prior_kept_evidence, residual_gp
+from .gp import (
+    ResidualGP,
+    group_offset_evidence,
+    prior_kept_evidence,
+    prior_kept_evidence_grouped,
+    residual_gp,
+)
 from .settings import AdaptiveSettings
 
 
@@ -351,7 +357,8 @@ class SessionRanker:
                                           p * (1 - p) / np.maximum(np.asarray(n, dtype=np.float64), 1.0))
         return gp, x, prior, weight
 
-    def _prior_wrong_weight(self, gp: ResidualGP, y, prior, var, tau: float | None = None) -> float:
+    def _prior_wrong_weight(self, gp: ResidualGP, y, prior, var, tau: float | None = None,
+                            groups=None) -> float:
         """Weight of the feedback model: 0 until the evidence test fires (exactly the prior order).
 
         Compares the residual GP's log evidence with the best "targets do at
@@ -362,14 +369,21 @@ class SessionRanker:
         ``prior_wrong_log_odds`` is the prior log odds *against* "wrong" (a
         margin the data must beat: the GP's hyper-parameters are fitted).
         Returns 0 while the posterior log odds ``z = log BF - tau`` are <= 0,
-        else ``P(wrong) - P(right) = tanh(z / 2)``.
+        else ``P(wrong) - P(right) = tanh(z / 2)``. With ``groups`` (the
+        hole test: each hole's square) both models get a random offset per
+        group (:func:`prior_kept_evidence_grouped`,
+        :func:`group_offset_evidence`), so one uniformly bad square is not
+        evidence about the thickness.
         """
         tau = self.settings.prior_wrong_log_odds if tau is None else tau
         if tau == -np.inf:
             return 1.0
         if len(y) == 0:
             return 0.0
-        log_bf = gp.log_evidence - prior_kept_evidence(y, prior, var)
+        if groups is None:
+            log_bf = gp.log_evidence - prior_kept_evidence(y, prior, var)
+        else:
+            log_bf = group_offset_evidence(gp, groups) - prior_kept_evidence_grouped(y, prior, var, groups)
         z = log_bf - tau  # posterior log odds of "the prior is wrong"
         if not z > 0.0:  # (NaN too) the test has not fired: exactly the prior's order
             return 0.0
@@ -397,7 +411,8 @@ class SessionRanker:
             length_bounds=(5.0, 1000.0),
         )
         weight = self._prior_wrong_weight(gp, self._good(ctf[idx]), prior[idx],
-                                          np.full(len(idx), p * (1 - p)), s.hole_prior_wrong_log_odds)
+                                          np.full(len(idx), p * (1 - p)), s.hole_prior_wrong_log_odds,
+                                          np.asarray(self._h_square)[idx] if s.hole_square_offset else None)
         return gp, t, weight
 
     def _fit(self, key, x, resid, var, *, amplitude, length_scale, length_bounds) -> ResidualGP:

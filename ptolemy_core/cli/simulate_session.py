@@ -26,6 +26,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="override the square evidence test's margin (inf = prior order, -inf = no test)")
     parser.add_argument("--hole-prior-wrong-log-odds", type=float, default=None, metavar="TAU",
                         help="override the hole evidence test's margin (inf = prior order, -inf = no test)")
+    parser.add_argument("--hole-square-offset", action="store_true",
+                        help="give the hole test's models a random offset per square "
+                             "(AdaptiveSettings.hole_square_offset)")
     parser.add_argument("--tune-evidence", action="store_true",
                         help="grid-search the evidence margin (both tests) against prior-only and pick it "
                              "by the rule of AdaptiveSettings.prior_wrong_log_odds (use with --split train)")
@@ -124,6 +127,8 @@ def run(args: argparse.Namespace) -> int:
         settings = replace(settings, hole_ucb_beta=args.hole_ucb_beta)
     if args.prior_wrong_log_odds is not None:
         settings = replace(settings, prior_wrong_log_odds=args.prior_wrong_log_odds)
+    if args.hole_square_offset:
+        settings = replace(settings, hole_square_offset=True)
     seeds = range(args.seed, args.seed + args.sessions)
     common = dict(split=args.split, budget=args.budget, per_square=args.per_square, interval=args.interval)
     if args.hole_prior_wrong_log_odds is not None:
