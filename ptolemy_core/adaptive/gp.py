@@ -183,6 +183,10 @@ def residual_gp(
     return ResidualGP(x, weights, chol, latent, amp, scales, noise, fit, off, lml)
 
 
+def _float64s(*arrays) -> tuple[np.ndarray, ...]:
+    return tuple(np.asarray(a, dtype=np.float64) for a in arrays)
+
+
 def prior_kept_evidence(y: np.ndarray, prior: np.ndarray, point_var: np.ndarray) -> float:
     """Log likelihood of outcomes under "the prior keeps its promise".
 
@@ -204,9 +208,7 @@ def prior_kept_evidence(y: np.ndarray, prior: np.ndarray, point_var: np.ndarray)
     float
         The maximised log likelihood (0 with no points).
     """
-    y = np.asarray(y, dtype=np.float64)
-    p = np.asarray(prior, dtype=np.float64)
-    point_var = np.asarray(point_var, dtype=np.float64)
+    y, p, point_var = _float64s(y, prior, point_var)
     if len(y) == 0:
         return 0.0
     best = -np.inf
@@ -258,9 +260,7 @@ def prior_kept_evidence_grouped(y: np.ndarray, prior: np.ndarray, point_var: np.
     float
         The maximised log likelihood (0 with no points).
     """
-    y = np.asarray(y, dtype=np.float64)
-    p = np.asarray(prior, dtype=np.float64)
-    point_var = np.asarray(point_var, dtype=np.float64)
+    y, p, point_var = _float64s(y, prior, point_var)
     n = len(y)
     if n == 0:
         return 0.0
