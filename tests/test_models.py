@@ -395,3 +395,28 @@ def test_wheel_ships_the_weights(tmp_path):
     for entry in manifest["models"].values():
         assert f"ptolemy_core/weights/{entry['file']}" in names
     assert {"square_cnn", "hole_cnn", "unet"} <= set(manifest["models"])
+
+
+def test_manifest_tool_records_json_hashes_and_rejects_a_missing_folder(tmp_path, capsys):
+    from ptolemy_core.models import manifest_tool
+
+    folder = tmp_path / "w"
+    folder.mkdir()
+    (folder / "square_interpretable.json").write_text('{"features": []}')
+    net_entry = {"file": "unet.pt", "sha256": "x"}
+    (folder / "manifest.json").write_text(json.dumps({"models": {"unet": net_entry}}))
+    assert manifest_tool.main([str(folder)]) == 0
+    doc = json.loads((folder / "manifest.json").read_text())
+    sha = registry.sha256_file(folder / "square_interpretable.json")
+    assert doc["models"]["square_interpretable"] == {"file": "square_interpretable.json", "sha256": sha}
+    assert doc["models"]["unet"]["sha256"] == "x"  # network entries untouched
+    assert capsys.readouterr().out == f"square_interpretable: {sha}\n"
+    # "--help" or a mistyped folder used to be taken as a folder and died in a traceback.
+    with pytest.raises(SystemExit) as exc:
+        manifest_tool.main([str(tmp_path / "nope")])
+    assert exc.value.code == 2
+    assert capsys.readouterr().err.splitlines()[-1] == (
+        f"python -m ptolemy_core.models.manifest_tool: error: no such folder: {tmp_path / 'nope'}")
+    with pytest.raises(SystemExit) as exc:
+        manifest_tool.main(["--help"])
+    assert exc.value.code == 0 and "WEIGHTS_DIR" in capsys.readouterr().out

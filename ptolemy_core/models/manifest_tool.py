@@ -12,6 +12,7 @@ touched here: they are written by ``ptolemy train ... --manifest``.
 
 from __future__ import annotations
 
+import argparse
 import json
 import sys
 from pathlib import Path
@@ -41,8 +42,17 @@ def refresh(folder: Path | None = None) -> dict[str, str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
-    for name, sha in refresh(Path(argv[0]) if argv else None).items():
+    """``python -m ptolemy_core.models.manifest_tool [WEIGHTS_DIR]``; prints ``name: sha256`` per model."""
+    parser = argparse.ArgumentParser(
+        prog="python -m ptolemy_core.models.manifest_tool",
+        description="Record the sha256 of the interpretable JSON models in WEIGHTS_DIR/manifest.json.")
+    parser.add_argument("weights_dir", nargs="?", type=Path, default=None, metavar="WEIGHTS_DIR",
+                        help="folder holding manifest.json and the models (default: the package's weights)")
+    args = parser.parse_args(sys.argv[1:] if argv is None else argv)
+    # A mistyped folder (or an option this tool does not have) must not become a new manifest.
+    if args.weights_dir is not None and not args.weights_dir.is_dir():
+        parser.error(f"no such folder: {args.weights_dir}")
+    for name, sha in refresh(args.weights_dir).items():
         print(f"{name}: {sha}")
     return 0
 
