@@ -222,9 +222,11 @@ def rescore_visibility(score: float, old_visible: float, new_visible: float, are
 
     A square cut by a tile edge is scored on that tile as cut (``visible_fraction`` and
     ``half_cut`` lower its logit). When several overlapping tiles together show more of it
-    (Leginon's atlas tiles), only those two features and the rectangle area change, so the
-    logistic model's logit moves by exactly ``Σ w_i Δx_i / sd_i`` — no need to re-measure
-    the square.
+    (Leginon's atlas tiles), the logistic model's logit is moved by ``Σ w_i Δx_i / sd_i`` over
+    ``visible_fraction``, ``half_cut`` and ``log_area`` (the rectangle area) — no need to
+    re-measure the square. The other features keep the view's values, ``touches_edge`` and
+    ``fill`` included (both would also move when the union shows the whole window), so this
+    is the exact re-score of those three features only, not of a fresh measurement.
 
     Parameters
     ----------
