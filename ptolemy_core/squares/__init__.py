@@ -59,7 +59,9 @@ class SquareResult:
     pitch_px : float or None
         Mesh pitch in input pixels (autocorrelation), None when not periodic.
     i0 : float or None
-        Vacuum intensity (raw units) when a broken/empty square provides it.
+        Vacuum intensity (raw units) when a broken/empty square provides it, brought to
+        the frame centre by the fitted illumination fall-off (the square's
+        ``features["illumination"]``; its raw peak when no fall-off was fitted).
     notes : list of str
         One-line remarks (no periodicity, I0 unknown ...).
     working_scale : int

@@ -201,6 +201,9 @@ def ice_estimates(m: Measurements, full: np.ndarray,
     the bars is thicker (meniscus) and not where one collects data.
 
     ``full`` marks segments usable as the atlas's reference (not cut by the edge).
+    ``illum`` (:func:`illumination`, default all 1) divides every level above the bars, so
+    ``i0`` is the brightest vacuum's bar level plus its level above the bars *at the frame
+    centre* (equal to its raw peak when no fall-off was fitted).
     """
     lam = LAMBDA_NM["ice"]
     g = np.ones(len(m.bar)) if illum is None else np.asarray(illum, float)
