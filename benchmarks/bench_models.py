@@ -287,6 +287,7 @@ def bench_squares(n: int) -> tuple[list[str], dict]:
 def robustness_lines() -> list[str]:
     """CNN rankers on truth targets under other image sources (``eval_cnn_robust.py``)."""
     import eval_cnn_robust as R
+    from foreign import ATLAS_LOOKS
 
     res = R.run(None, 2, 4)
     rows = ["held-out", "held-out, I0 given", "dose x0.2 + offset", "8-bit gamma", "foreign (all looks)"]
@@ -304,11 +305,8 @@ def robustness_lines() -> list[str]:
         lines.append(f"| {r} | {cells[0]} | {cells[1]} |")
     looks = sorted({k for kind in res for k in res[kind] if k.startswith("foreign ") and "all" not in k})
     lines += ["", "Per foreign look: " + "; ".join(
-        f"{k[8:]} {res['squares' if k[8:] in _ATLAS_LOOKS else 'holes'][k][0]:.2f}" for k in looks) + "."]
+        f"{k[8:]} {res['squares' if k[8:] in ATLAS_LOOKS else 'holes'][k][0]:.2f}" for k in looks) + "."]
     return lines
-
-
-_ATLAS_LOOKS = ("grey_bars_jpeg", "vignette_gamma", "tiny_squares", "huge_squares", "half_dark", "hdr_float")
 
 
 def write_readme(text: str) -> None:
