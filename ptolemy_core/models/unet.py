@@ -16,8 +16,10 @@ random 90° rotations/flips and random intensity inversion. Unlike the paper
 parameters) and enters by space-to-depth (``unshuffle=2``: the 2 × 2 phases
 of the image become 4 channels at half resolution, the logits leave by the
 inverse shuffle at full resolution), so even a 1024 × 1440 working image (the
-finder's scale 1, small holes) costs well under 0.2 s on two CPU cores, and the
-typical working image (~170 × 240) a few milliseconds. No normalisation layer
+finder's scale 1, small holes) costs ~0.11 s with two torch threads on an idle
+2-core machine and ~0.15-0.21 s with the one thread that
+:func:`~ptolemy_core.models.registry.set_threads` gives it there, and the typical
+working image (~170 × 240) ~10 ms (benchmarks/README.md, U-Net speed). No normalisation layer
 is used, so outputs never depend on the batch.
 """
 
