@@ -88,9 +88,10 @@ def lattice_average(raw: np.ndarray, flat: np.ndarray, basis: np.ndarray, dark: 
     peak = sign * (rolled[m // 2, m // 2] - med)
     if peak <= 0:
         return None
-    lab, _ = ndi.label(sign * (rolled - med) > 0.5 * peak)
+    over_half = sign * (rolled - med) > 0.5 * peak
+    lab, _ = ndi.label(over_half)
     hole = lab == lab[m // 2, m // 2]
-    if _percolates(sign * (rolled - med) > 0.5 * peak, m):
+    if _percolates(over_half, m):
         # holes are isolated islands in a connected film: a half-contrast region that joins its
         # own periodic copies is the film (faint holes with a dark rim leave the film between
         # them as the cell's extreme). Take the other sign when its region is a bounded island.
