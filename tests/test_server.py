@@ -608,8 +608,9 @@ def test_fast_float_decode_is_bit_identical_to_json():
         fast = split_image_body(body)
         assert fast is not None, text
         assert np.array_equal(fast[1].view(np.uint32), _plain(body).view(np.uint32)), text
-    # json's NaN/Infinity, a float32 overflow, other whitespace: left to json (None).
-    for text in (b"NaN", b"Infinity", b"-Infinity", b"1e39", b"1.5 ", b"1.5\n"):
+    # json's NaN/Infinity, a float32 overflow, other whitespace, and numbers longer
+    # than the digit scan is bounded for (one pass per digit): left to json (None).
+    for text in (b"NaN", b"Infinity", b"-Infinity", b"1e39", b"1.5 ", b"1.5\n", b"0." + b"0" * 70 + b"1"):
         assert split_image_body(b'{"image": [[' + text + b", 1.5]]}") is None, text
 
 

@@ -158,6 +158,9 @@ _MAX_EXP10 = 300
 #: Mantissa digits that fit an int64 exactly (10**18 < 2**63).
 _MAX_DIGITS = 18
 _POW10_INT = 10 ** np.arange(_MAX_DIGITS + 1, dtype=np.int64)
+#: Longer numbers (leading zeros included) go to json: the zero scan in
+#: _parse_floats takes one pass per digit (a 1 MB "0.000...1" took 15 s).
+_MAX_SCAN_DIGITS = 64
 #: Exponent letters become field separators (see _parse_floats).
 _E_TO_COMMA = bytes.maketrans(b"eE", b",,")
 #: Bytes allowed between the digits of a decimal image (besides ", "): , [ ] . e E - +
@@ -269,6 +272,8 @@ def _parse_floats(span: bytes) -> np.ndarray | None:
     n_frac[tok_dot] = e_at[tok_dot] - dots - 1
     n_dig = e_at - lead - has_dot
     long = np.flatnonzero(n_dig > _MAX_DIGITS)
+    if len(long) and n_dig[long].max() > _MAX_SCAN_DIGITS:
+        return None
     if len(long):  # leading zeros ("0.00123...") do not count towards int64's range
         at, zeros = lead[long], np.zeros(len(long), np.int64)
         alive = np.ones(len(long), bool)
