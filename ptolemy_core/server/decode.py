@@ -157,7 +157,6 @@ _POW10 = np.array([float(f"1e{k}") for k in range(309)])
 _MAX_EXP10 = 300
 #: Mantissa digits that fit an int64 exactly (10**18 < 2**63).
 _MAX_DIGITS = 18
-_POW10_INT = 10 ** np.arange(_MAX_DIGITS + 1, dtype=np.int64)
 #: Longer numbers (leading zeros included) go to json: the zero scan in
 #: _parse_floats takes one pass per digit (a 1 MB "0.000...1" took 15 s).
 _MAX_SCAN_DIGITS = 64
