@@ -183,6 +183,10 @@ def residual_gp(
     return ResidualGP(x, weights, chol, latent, amp, scales, noise, fit, off, lml)
 
 
+#: Grid of the null models' extra noise variance s2 (0/1 or 0..1 outcomes: at most 0.25).
+NOISE_VAR_GRID = np.concatenate(([0.0], np.geomspace(1e-4, 0.25, 25)))
+
+
 def _float64s(*arrays) -> tuple[np.ndarray, ...]:
     return tuple(np.asarray(a, dtype=np.float64) for a in arrays)
 
@@ -212,7 +216,7 @@ def prior_kept_evidence(y: np.ndarray, prior: np.ndarray, point_var: np.ndarray)
     if len(y) == 0:
         return 0.0
     best = -np.inf
-    for s2 in np.concatenate(([0.0], np.geomspace(1e-4, 0.25, 25))):
+    for s2 in NOISE_VAR_GRID:
         var = point_var + s2 + 1e-9
         w = 1.0 / var
         p_bar = float(np.sum(w * p) / np.sum(w))
@@ -268,7 +272,7 @@ def prior_kept_evidence_grouped(y: np.ndarray, prior: np.ndarray, point_var: np.
     n_g = int(g.max()) + 1
     v = GROUP_VAR_GRID[:, None]  # (n_v, 1) against (1, n_g) group sums
     best = -np.inf
-    for s2 in np.concatenate(([0.0], np.geomspace(1e-4, 0.25, 25))):
+    for s2 in NOISE_VAR_GRID:
         var = point_var + s2 + 1e-9
         w = 1.0 / var
         p_bar = float(np.sum(w * p) / np.sum(w))
