@@ -317,3 +317,18 @@ def test_simulate_session_checks_output_paths_before_simulating(tmp_path, capsys
     assert main(["simulate-session", "--json", str(tmp_path)]) == 2
     err = capsys.readouterr().err.strip()
     assert err == f"ptolemy simulate-session: error: --json {tmp_path} is a directory"
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--tune-evidence", "--tune-grid", ","], "--tune-grid: ',' is not a comma-separated list of numbers"),
+    (["--tune-hole-evidence", "--tune-grid", "1,nan"],
+     "--tune-grid: '1,nan' is not a comma-separated list of numbers"),
+    (["--prior-wrong-log-odds", "nan"], "--prior-wrong-log-odds must be a number, inf or -inf, not nan"),
+    (["--hole-prior-wrong-log-odds", "NaN"],
+     "--hole-prior-wrong-log-odds must be a number, inf or -inf, not nan"),
+])
+def test_simulate_session_rejects_empty_or_nan_margins(capsys, argv, message):
+    from ptolemy_core.cli.main import main
+
+    assert main(["simulate-session", "--sessions", "50", *argv]) == 2
+    assert capsys.readouterr().err.strip().splitlines() == [f"ptolemy simulate-session: error: {message}"]

@@ -125,20 +125,26 @@ def run(args: argparse.Namespace) -> int:
         settings = replace(settings, ucb_beta=args.ucb_beta)
     if args.hole_ucb_beta is not None:
         settings = replace(settings, hole_ucb_beta=args.hole_ucb_beta)
+    for flag, tau in (("--prior-wrong-log-odds", args.prior_wrong_log_odds),
+                      ("--hole-prior-wrong-log-odds", args.hole_prior_wrong_log_odds)):
+        if tau is not None and np.isnan(tau):
+            raise PtolemyInputError(f"{flag} must be a number, inf or -inf, not nan")
     if args.prior_wrong_log_odds is not None:
         settings = replace(settings, prior_wrong_log_odds=args.prior_wrong_log_odds)
+    if args.hole_prior_wrong_log_odds is not None:
+        settings = replace(settings, hole_prior_wrong_log_odds=args.hole_prior_wrong_log_odds)
     if args.hole_square_offset:
         settings = replace(settings, hole_square_offset=True)
     seeds = range(args.seed, args.seed + args.sessions)
     common = dict(split=args.split, budget=args.budget, per_square=args.per_square, interval=args.interval)
-    if args.hole_prior_wrong_log_odds is not None:
-        settings = replace(settings, hole_prior_wrong_log_odds=args.hole_prior_wrong_log_odds)
     if args.tune_evidence or args.tune_hole_evidence:
         try:
             taus = [float(t) for t in args.tune_grid.split(",") if t.strip()]
         except ValueError:
+            taus = []
+        if not taus or any(np.isnan(t) for t in taus):
             raise PtolemyInputError(
-                f"--tune-grid: {args.tune_grid!r} is not a comma-separated list of numbers") from None
+                f"--tune-grid: {args.tune_grid!r} is not a comma-separated list of numbers")
         holes_only = bool(args.tune_hole_evidence)
         what = (f"hole margin (square margin {settings.prior_wrong_log_odds:g})" if holes_only
                 else "margin (both tests)")
