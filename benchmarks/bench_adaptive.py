@@ -364,7 +364,7 @@ def main() -> int:
     load0 = os.getloadavg()[0]
     table, notes = server_timings()
     notes.append(f"1-min load average {load0:.1f} before and {os.getloadavg()[0]:.1f} after the timings "
-                 "(2 cores); JSON decode = integer and decimal images by numpy "
+                 f"({os.cpu_count()} cores); JSON decode = integer and decimal images by numpy "
                  "(`ptolemy_core/server/decode.py`, bit-identical to `json`), anything unusual by `json`")
     print(table)
     for n in notes:
