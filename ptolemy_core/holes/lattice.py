@@ -710,8 +710,8 @@ def _refine_on_acf(region: np.ndarray, basis: np.ndarray, centre, level: float) 
 def fold_cell(flat: np.ndarray, basis: np.ndarray, m: int = 24, max_px: int = 200_000):
     """The image folded onto the lattice cell of ``basis``: ``(cell (m, m) mean, noise)`` or None.
 
-    ``noise`` is the standard error of a (1-px Gaussian-smoothed) bin mean; None
-    when too many bins are (nearly) empty.
+    ``cell`` is a normalised convolution (1-px Gaussian-smoothed sums over smoothed counts);
+    ``noise`` the standard error of such a bin mean; None when too many bins are (nearly) empty.
     """
     return _fold_cells(flat, [basis], m, max_px)[0]
 
@@ -958,9 +958,11 @@ def denser_candidates(flat: np.ndarray, basis: np.ndarray, max_index: int = 5, m
 def estimate_basis(img: np.ndarray, max_side: int = 512, diagnostics: dict | None = None):
     """Lattice basis (rows (row,col), full-resolution px) from periodicity, or None.
 
-    Candidates from the ACF and from the Fourier peaks, at coarse to fine scales,
-    are validated by folding the image onto each candidate cell
-    (:func:`fold_snr`): the best-folding lattice wins.
+    Candidates from the ACF and from the Fourier peaks, at coarse to fine scales (and of
+    the gradient energy at the coarsest scale when the intensity folds weakly), are
+    validated by folding the image onto each candidate cell (:func:`fold_snr`): the
+    best-folding candidate whose image halves agree (:func:`fold_consistency`) wins, or a
+    denser lattice containing it on which the image still repeats.
 
     Parameters
     ----------
@@ -969,8 +971,9 @@ def estimate_basis(img: np.ndarray, max_side: int = 512, diagnostics: dict | Non
     max_side : int
         Size of the analysed crop at each scale.
     diagnostics : dict, optional
-        Filled with ``fold_snr``, ``consistency`` (:func:`fold_consistency`) and, when
-        the answer is None, ``reason`` (one line).
+        Filled with ``candidates`` (``[(fold SNR, channel, basis)]``, best first),
+        ``fold_snr``, ``consistency`` (:func:`fold_consistency`), ``channel`` (``"flat"``
+        or ``"energy"``) and, when the answer is None, ``reason`` (one line).
 
     Returns
     -------
