@@ -1072,9 +1072,11 @@ def _estimate_basis(img: np.ndarray, max_side: int, diagnostics: dict | None):
             if res is not None:
                 add(res[0], f, "flat")
         best = best_credible()
-        if i == 0 and (best is None or best[0] < ENERGY_GATE) and not (
-                best[0] >= ENERGY_SKIP_SNR and consistency[id(best)] >= ENERGY_SKIP_CONSISTENCY
-                if best is not None else False):
+        # no energy channel when the intensity already folds strongly, or well with closely
+        # agreeing image halves
+        energy_needed = best is None or not (best[0] >= ENERGY_GATE or (
+            best[0] >= ENERGY_SKIP_SNR and consistency[id(best)] >= ENERGY_SKIP_CONSISTENCY))
+        if i == 0 and energy_needed:
             # holes whose ice (hence brightness) varies by more than their mean contrast with the
             # film (low contrast) barely show in the intensity's periodicity; their edges do,
             # whatever each hole's sign. Analysed at the coarsest scale, where low contrast is decided.
