@@ -171,7 +171,7 @@ class Scores:
     ucb: np.ndarray
     #: Weight of the feedback model in ``mean``/``ucb``: 0 until the evidence test
     #: fires, then P(prior wrong) - P(prior right) (see ``prior_wrong_log_odds``).
-    weight: float = 1.0
+    weight: float = 0.0
 
 
 class SessionRanker:
